@@ -1,0 +1,1 @@
+"""The MES server: GraphQL API, data, rules and jobs. See README.md for the layout."""

@@ -1,0 +1,148 @@
+"""The Starlette application: /graphql (HTTP and WebSocket), /healthz, /readyz, the PWA at /."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from backend.auth import service as auth_service
+from backend.db import Database
+from backend.events import create_broadcast
+from backend.gql import Context, Services
+from backend.graphql import build_schema
+from backend.jobs import JobContext, create_job_queue
+from backend.limits import BodySizeLimit
+from backend.principal import Principal
+from backend.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+PWA_DIST = Path(__file__).resolve().parent.parent / "pwa" / "dist"
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _bearer(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class MesGraphQL(GraphQL[Context, None]):
+    """Strawberry's ASGI view with our context: the services and the signed-in principal."""
+
+    async def _principal(self, services: Services, token: str | None) -> Principal | None:
+        if token is None:
+            return None
+        async with services.db.read() as session:
+            return await auth_service.authenticate(session, services.settings, token)
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        services: Services = request.app.state.services
+        principal = None
+        if isinstance(request, Request):
+            principal = await self._principal(services, _bearer(request.headers.get("authorization")))
+        return Context(services=services, principal=principal, request=request, response=response)
+
+    async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
+        """`connection_init` must carry {"authorization": "Bearer TOKEN"}; otherwise close 4403."""
+        params = context.connection_params or {}
+        token = _bearer(params.get("authorization") or params.get("Authorization"))
+        context.principal = await self._principal(context.services, token)
+        if context.principal is None:
+            raise ConnectionRejectionError({"reason": "sign in: a valid token is required"})
+        return None
+
+
+async def healthz(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    services: Services = request.app.state.services
+    checks: dict[str, str] = {}
+    try:
+        async with services.db.read() as session:
+            await session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as error:  # any failure means "not ready", with the reason
+        checks["database"] = f"failed: {type(error).__name__}"
+    if services.settings.redis_url:
+        checks["redis"] = "ok" if await services.broadcast.ping() else "failed"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+
+async def pwa_index(_: Request) -> Response:
+    index = PWA_DIST / "index.html"
+    return FileResponse(index if index.exists() else STATIC / "index.html")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or get_settings()
+    settings.require_secret_key()
+    schema = build_schema(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Large GraphQL responses allocate many small objects; the default thresholds make
+        # the collector run so often that it halves throughput under concurrency.
+        gc.set_threshold(100_000, 50, 100)
+        db = Database(settings.database_url)
+        broadcast = create_broadcast(settings.redis_url)
+        jobs = create_job_queue(settings.redis_url, JobContext(db=db, broadcast=broadcast))
+        app.state.services = Services(settings=settings, db=db, broadcast=broadcast, jobs=jobs)
+        await jobs.start()
+        try:
+            yield
+        finally:
+            await jobs.close()
+            await broadcast.close()
+            await db.dispose()
+
+    view = MesGraphQL(
+        schema,
+        graphql_ide="graphiql" if settings.graphiql else None,
+        subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+        max_subscriptions_per_connection=50,
+        allowed_origins=settings.allowed_origins,
+    )
+    routes: list[Any] = [
+        Route("/graphql", view, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", view),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+    if (PWA_DIST / "assets").is_dir():
+        routes.append(Mount("/assets", StaticFiles(directory=PWA_DIST / "assets"), name="assets"))
+    if PWA_DIST.is_dir():
+        routes.append(Mount("/", StaticFiles(directory=PWA_DIST, html=True), name="pwa"))
+    else:
+        routes.append(Route("/", pwa_index))
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)],
+        lifespan=lifespan,
+    )
+
+
+def app_factory() -> Starlette:
+    """For `uvicorn --factory backend.app:app_factory` (what `mes serve` runs)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app()

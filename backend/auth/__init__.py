@@ -1,0 +1,1 @@
+"""Users, API tokens, sign-in and the role table."""

@@ -1,0 +1,217 @@
+"""Users, passwords, user tokens, API tokens and sign-in throttling."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.auth.models import ApiToken, LoginThrottle, User
+from backend.db import utcnow
+from backend.errors import DomainError, ErrorCode, Problems
+from backend.principal import Principal, Role
+from backend.settings import Settings
+from backend.uow import UnitOfWork
+
+API_TOKEN_PREFIX = "mes_"
+USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
+PASSWORD_MAX = 1024
+LOGIN_FAILED = "Unknown user name or wrong password."
+
+_hasher = PasswordHasher()
+# Verified against when the user name is unknown, so that both failures take as long.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def verify_password_async(password_hash: str, password: str) -> bool:
+    """Argon2 is deliberately slow (tens of ms): keep it off the event loop."""
+    return await asyncio.to_thread(verify_password, password_hash, password)
+
+
+def _check_password(problems: Problems, field: str, password: str, settings: Settings) -> None:
+    if len(password) < settings.password_min_length:
+        problems.invalid(field, f"must be at least {settings.password_min_length} characters")
+    elif len(password) > PASSWORD_MAX:
+        problems.invalid(field, f"must be at most {PASSWORD_MAX} characters")
+
+
+def _check_roles(problems: Problems, field: str, roles: list[Role]) -> list[Role]:
+    if not roles:
+        problems.invalid(field, "give at least one role")
+    return sorted(set(roles), key=list(Role).index)
+
+
+async def create_user(
+    uow: UnitOfWork, settings: Settings, *, username: str, display_name: str, password: str,
+    roles: list[Role],
+) -> User:
+    """Adds a user; user names are unique and case-sensitive as typed, after trimming."""
+    problems = Problems()
+    username = username.strip()
+    if not USERNAME_PATTERN.match(username):
+        problems.invalid(
+            "username", "use 1-100 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
+        )
+    display_name = display_name.strip() or username
+    if len(display_name) > 200:
+        problems.invalid("displayName", "must be at most 200 characters")
+    _check_password(problems, "password", password, settings)
+    ordered_roles = _check_roles(problems, "roles", roles)
+    problems.raise_if_any()
+    if await uow.session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise DomainError.one(ErrorCode.CONFLICT, f"user {username!r} already exists", "username")
+    user = User(
+        username=username, display_name=display_name,
+        password_hash=await asyncio.to_thread(hash_password, password),
+        roles=[r.value for r in ordered_roles], active=True,
+    )
+    uow.session.add(user)
+    await uow.session.flush()
+    uow.audit("user.create", "User", user.id,
+              {"username": username, "displayName": display_name, "roles": user.roles})
+    return user
+
+
+def _serializer(settings: Settings) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(settings.require_secret_key(), salt="mes.user-token")
+
+
+def issue_user_token(settings: Settings, user: User) -> str:
+    return str(_serializer(settings).dumps({"u": user.id}))
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def create_api_token(
+    uow: UnitOfWork, *, name: str, roles: list[Role]
+) -> tuple[ApiToken, str]:
+    """A new long-lived token for a system. The token is returned once; only its hash is kept."""
+    problems = Problems()
+    name = name.strip()
+    if not name or len(name) > 100:
+        problems.invalid("name", "give a name of 1-100 characters")
+    ordered_roles = _check_roles(problems, "roles", roles)
+    problems.raise_if_any()
+    if await uow.session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
+        raise DomainError.one(ErrorCode.CONFLICT, f"a token named {name!r} already exists", "name")
+    token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(
+        name=name, token_hash=_hash_token(token), roles=[r.value for r in ordered_roles],
+        created_by_id=uow.actor.user_id,
+    )
+    uow.session.add(row)
+    await uow.session.flush()
+    uow.audit("token.create", "ApiToken", row.id, {"name": name, "roles": row.roles})
+    return row, token
+
+
+async def revoke_api_token(uow: UnitOfWork, name: str) -> ApiToken:
+    row = await uow.session.scalar(select(ApiToken).where(ApiToken.name == name.strip()))
+    if row is None:
+        raise DomainError.one(ErrorCode.NOT_FOUND, f"no API token named {name!r}", "name")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        uow.audit("token.revoke", "ApiToken", row.id, {"name": row.name})
+    return row
+
+
+async def list_api_tokens(session: AsyncSession) -> list[ApiToken]:
+    return list(await session.scalars(select(ApiToken).order_by(ApiToken.name)))
+
+
+async def authenticate(session: AsyncSession, settings: Settings, token: str) -> Principal | None:
+    """The principal for a bearer token, or None when it is unknown, expired or revoked."""
+    token = token.strip()
+    if not token:
+        return None
+    if token.startswith(API_TOKEN_PREFIX):
+        row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash_token(token)))
+        if row is None or row.revoked_at is not None:
+            return None
+        return Principal(name=row.name, roles=frozenset(Role(r) for r in row.roles), token_id=row.id)
+    try:
+        data = _serializer(settings).loads(token, max_age=settings.token_ttl_seconds)
+    except (SignatureExpired, BadSignature):
+        return None
+    user = await session.get(User, data.get("u")) if isinstance(data, dict) else None
+    if user is None or not user.active:
+        return None
+    return principal_of(user)
+
+
+def principal_of(user: User) -> Principal:
+    return Principal(name=user.username, roles=frozenset(Role(r) for r in user.roles), user_id=user.id)
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    user: User | None
+    token: str | None
+    error: str | None
+
+
+def _throttle_delay(settings: Settings, failures: int) -> float:
+    """Seconds a user name must wait after `failures` failed sign-ins in a row."""
+    over = failures - settings.login_free_failures
+    if over < 0:
+        return 0.0
+    return float(min(settings.login_max_delay_seconds, 2.0**over))
+
+
+async def login(session: AsyncSession, settings: Settings, username: str, password: str) -> LoginResult:
+    """Checks a user name and password. Unknown user and wrong password answer alike.
+
+    After a few failures in a row for one user name (known or not), further attempts for
+    that name are refused, without checking the password, for a delay that doubles with
+    each failure (capped): guessing slows to a crawl while other users are not affected.
+    The caller commits the session: the failure count is shared by every server process.
+    """
+    username = username.strip()[:100]
+    now = utcnow()
+    throttle = await session.get(LoginThrottle, username)
+    if throttle is not None:
+        wait = _throttle_delay(settings, throttle.failures)
+        ready_at = throttle.last_failure_at + dt.timedelta(seconds=wait)
+        if ready_at > now:
+            seconds = max(1, int((ready_at - now).total_seconds() + 0.999))
+            return LoginResult(None, None, f"Too many failed sign-ins for this user name: "
+                               f"try again in {seconds} s.")
+    user = await session.scalar(select(User).where(User.username == username))
+    ok = await verify_password_async(user.password_hash if user else _DUMMY_HASH, password)
+    if user is None or not ok or not user.active:
+        if throttle is None:
+            session.add(LoginThrottle(username=username, failures=1, last_failure_at=now))
+        else:
+            throttle.failures += 1
+            throttle.last_failure_at = now
+        return LoginResult(None, None, LOGIN_FAILED)
+    if throttle is not None:
+        await session.execute(delete(LoginThrottle).where(LoginThrottle.username == username))
+    return LoginResult(user, issue_user_token(settings, user), None)
+
+
+async def users_by_ids(session: AsyncSession, ids: list[int]) -> dict[int, User]:
+    rows = await session.scalars(select(User).where(User.id.in_(ids)))
+    return {u.id: u for u in rows}

@@ -1,0 +1,1 @@
+"""Master data: materials, characteristics, work centers and equipment."""

@@ -1,0 +1,314 @@
+"""The `mes` command. Expected failures print one line and exit non-zero; never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from backend.principal import SYSTEM, Role
+
+
+class CommandError(Exception):
+    """An expected failure: its message is the one line the user sees."""
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from backend.settings import get_settings
+
+    return get_settings()
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    print(f"mes: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+# ---------------------------------------------------------------- database
+
+
+def _db_revision_state(url: str) -> tuple[str | None, str]:
+    """(current revision, head revision) of the database at `url`."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from backend.migrate import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head() or ""
+
+    async def current() -> str | None:
+        from backend.db import migration_engine
+
+        engine = migration_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(
+                    lambda sync: MigrationContext.configure(sync).get_current_revision())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(current()), head
+
+
+def _require_migrated(url: str) -> None:
+    current, head = _db_revision_state(url)
+    if current != head:
+        raise CommandError(
+            f"the database is at revision {current or 'none'}, not {head}: run `mes db upgrade` first")
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> None:
+    from backend.migrate import upgrade
+
+    url = _settings().database_url
+    upgrade(url)
+    current, _ = _db_revision_state(url)
+    print(f"database at revision {current}")
+
+
+# ---------------------------------------------------------------- users and tokens
+
+
+def cmd_create_user(args: argparse.Namespace) -> None:
+    from backend.auth import service
+    from backend.db import Database
+    from backend.errors import DomainError
+    from backend.uow import transaction
+
+    settings = _settings()
+    _require_migrated(settings.database_url)
+
+    async def run() -> None:
+        db = Database(settings.database_url)
+        try:
+            async with transaction(db, SYSTEM) as uow:
+                user = await service.create_user(
+                    uow, settings, username=args.name, display_name=args.display_name or args.name,
+                    password=args.password, roles=[Role(r) for r in args.role])
+            print(f"created user {user.username} with roles {', '.join(user.roles)}")
+        except DomainError as error:
+            raise CommandError("; ".join(
+                f"{p.field}: {p.message}" if p.field else p.message for p in error.problems)) from error
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+
+
+def cmd_create_token(args: argparse.Namespace) -> None:
+    from backend.auth import service
+    from backend.db import Database
+    from backend.errors import DomainError
+    from backend.uow import transaction
+
+    settings = _settings()
+    _require_migrated(settings.database_url)
+
+    async def run() -> None:
+        db = Database(settings.database_url)
+        try:
+            async with transaction(db, SYSTEM) as uow:
+                _, token = await service.create_api_token(uow, name=args.name,
+                                                          roles=[Role(r) for r in args.role])
+            print(token)
+        except DomainError as error:
+            raise CommandError("; ".join(p.message for p in error.problems)) from error
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+
+
+def cmd_revoke_token(args: argparse.Namespace) -> None:
+    from backend.auth import service
+    from backend.db import Database
+    from backend.errors import DomainError
+    from backend.uow import transaction
+
+    settings = _settings()
+    _require_migrated(settings.database_url)
+
+    async def run() -> None:
+        db = Database(settings.database_url)
+        try:
+            async with transaction(db, SYSTEM) as uow:
+                row = await service.revoke_api_token(uow, args.name)
+            print(f"token {row.name} revoked")
+        except DomainError as error:
+            raise CommandError("; ".join(p.message for p in error.problems)) from error
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+
+
+def cmd_list_tokens(args: argparse.Namespace) -> None:
+    from backend.auth import service
+    from backend.db import Database
+
+    settings = _settings()
+    _require_migrated(settings.database_url)
+
+    async def run() -> None:
+        db = Database(settings.database_url)
+        try:
+            async with db.read() as session:
+                for row in await service.list_api_tokens(session):
+                    state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+                    print(f"{row.name}\t{','.join(row.roles)}\t{state}")
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+
+
+# ---------------------------------------------------------------- serving
+
+
+def _serve(host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    settings = _settings()
+    settings.require_secret_key()
+    _require_migrated(settings.database_url)
+    uvicorn.run("backend.app:app_factory", factory=True, host=host, port=port, workers=workers,
+                log_level="info", proxy_headers=True, ws="websockets-sansio")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    if args.workers < 1:
+        raise CommandError("--workers must be at least 1")
+    _serve(args.host, args.port, args.workers)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from backend.jobs import run_worker
+
+    run_worker()
+
+
+def cmd_export_schema(args: argparse.Namespace) -> None:
+    from strawberry.printer import print_schema
+
+    from backend.graphql import build_schema
+
+    sys.stdout.write(print_schema(build_schema(_settings())) + "\n")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from backend.db import Database
+    from backend.demo import seed
+    from backend.migrate import upgrade
+    from backend.settings import get_settings
+
+    if not os.environ.get("MES_SECRET_KEY"):
+        # Tokens signed with this key stop working when the demo restarts: fine for a demo.
+        os.environ["MES_SECRET_KEY"] = secrets.token_urlsafe(32)
+        get_settings.cache_clear()
+    settings = _settings()
+    print(f"migrating {settings.database_url} ...", flush=True)
+    upgrade(settings.database_url)
+
+    async def run_seed() -> list[tuple[str, str, str]]:
+        db = Database(settings.database_url)
+        try:
+            users = await seed(db, settings)
+        finally:
+            await db.dispose()
+        return [(u.username, u.password, ", ".join(u.roles)) for u in users]
+
+    logins = asyncio.run(run_seed())
+    url = f"http://{'localhost' if args.host in ('0.0.0.0', '127.0.0.1') else args.host}:{args.port}"
+    print("\nThe demo plant is ready.")
+    print(f"  App and API:  {url}/   (GraphiQL: {url}/graphql)")
+    print("  Sign in as:")
+    for username, password, roles in logins:
+        print(f"    {username:<11} password {password:<22} ({roles})")
+    print("  Stop with Ctrl+C.\n", flush=True)
+    _serve(args.host, args.port, 1)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mes", description="Manufacturing Execution System")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], None], help_: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_, description=help_)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    db = commands.add_parser("db", help="database migrations")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    up = db_commands.add_parser("upgrade", help="apply the migrations up to head (idempotent)")
+    up.set_defaults(handler=cmd_db_upgrade)
+
+    roles = [r.value for r in Role]
+    user = add("create-user", cmd_create_user, "add a user (for the first admin)")
+    user.add_argument("name")
+    user.add_argument("--password", required=True)
+    user.add_argument("--role", action="append", required=True, choices=roles)
+    user.add_argument("--display-name")
+
+    token = add("create-token", cmd_create_token, "create an API token for a system; prints it once")
+    token.add_argument("name")
+    token.add_argument("--role", action="append", required=True, choices=roles)
+    revoke = add("revoke-token", cmd_revoke_token, "revoke an API token by name")
+    revoke.add_argument("name")
+    add("list-tokens", cmd_list_tokens, "list API tokens (names, roles, state; never the tokens)")
+
+    for name, handler, help_ in (("serve", cmd_serve, "run the API, the subscriptions and the PWA"),
+                                 ("demo", cmd_demo, "run the whole system on the embedded default")):
+        sub = add(name, handler, help_)
+        sub.add_argument("--host", default="127.0.0.1")
+        sub.add_argument("--port", type=int, default=8000)
+        if name == "serve":
+            sub.add_argument("--workers", type=int, default=1)
+
+    add("worker", cmd_worker, "run the arq worker (needs MES_REDIS_URL)")
+    add("export-schema", cmd_export_schema, "print the served schema as SDL")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from pydantic import ValidationError
+
+    from backend.settings import ConfigurationError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (CommandError, ConfigurationError) as error:
+        _fail(str(error))
+    except ValidationError as error:
+        first = error.errors()[0]
+        _fail(f"bad setting MES_{str(first['loc'][0]).upper()}: {first['msg']}")
+    except OSError as error:
+        _fail(f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as error:  # a database that does not answer, and the like
+        if _is_connection_error(error):
+            _fail(f"cannot reach a service: {error}".splitlines()[0])
+        raise
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    names = {"OperationalError", "InterfaceError", "ConnectionRefusedError", "ConnectionError",
+             "CannotConnectNowError", "InvalidCatalogNameError", "RedisConnectionError"}
+    current: BaseException | None = error
+    while current is not None:
+        if type(current).__name__ in names:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+if __name__ == "__main__":
+    main()

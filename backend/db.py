@@ -1,0 +1,200 @@
+"""Engine, sessions and the column types that behave the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Enum, MetaData, Numeric, event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import NullPool
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def enum_type(cls: type[enum.Enum], name: str) -> Enum:
+    """An enum column stored as VARCHAR with a CHECK, not a native PostgreSQL ENUM: adding a
+    value later is then an ordinary migration on both engines."""
+    return Enum(cls, name=name, native_enum=False, create_constraint=True, length=20,
+                values_callable=lambda members: [m.value for m in members])
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp that is always zone-aware UTC, also on SQLite (which drops the zone).
+
+    Naive datetimes are refused on the way in: a time without a zone is ambiguous on a
+    plant floor that spans shifts and daylight-saving changes.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: times must carry a zone")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite through some paths
+            value = dt.datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+QUANTITY_SCALE = 6
+_QUANTUM = Decimal(1).scaleb(-QUANTITY_SCALE)
+_FACTOR = 10**QUANTITY_SCALE
+
+
+class Quantity(TypeDecorator[Decimal]):
+    """An exact decimal quantity with six places.
+
+    PostgreSQL stores NUMERIC(18, 6). SQLite has no exact decimal type (NUMERIC there is a
+    float), so it stores the value as an integer count of millionths: sums, comparisons and
+    `quantity - :taken` in SQL stay exact on both engines.
+    """
+
+    impl = Numeric(18, QUANTITY_SCALE)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(Numeric(18, QUANTITY_SCALE, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        exact = to_quantity(value)
+        if dialect.name == "sqlite":
+            return int(exact.scaleb(QUANTITY_SCALE))
+        return exact
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return (Decimal(int(value)) / _FACTOR).quantize(_QUANTUM)
+        return Decimal(value).quantize(_QUANTUM)
+
+    def coerce_compared_value(self, op: Any, value: Any) -> Any:
+        return self
+
+
+def to_quantity(value: Decimal | int | str) -> Decimal:
+    """The value as a Decimal with six places; more places than that is an error, not rounding."""
+    try:
+        number = Decimal(value)
+    except InvalidOperation as error:
+        raise ValueError(f"not a number: {value!r}") from error
+    if not number.is_finite():
+        raise ValueError("quantities must be finite")
+    exact = number.quantize(_QUANTUM)
+    if exact != number:
+        raise ValueError(f"at most {QUANTITY_SCALE} decimal places")
+    return exact
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Autocommit at the driver level so that SQLAlchemy's "begin" event decides how a
+    # transaction starts (see _sqlite_begin_immediate).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in ("foreign_keys=ON", "journal_mode=WAL", "busy_timeout=15000", "synchronous=NORMAL"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Any) -> None:
+    # A writer takes the write lock up front. A deferred transaction that reads and then
+    # writes fails at once with SQLITE_BUSY when another writer got in between; an
+    # immediate one waits (busy_timeout) and then sees the other's commit.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_begin_deferred(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+class Database:
+    """The engines and session factories of one process.
+
+    `read()` gives a short read-only session; `write()` a session whose transaction commits
+    when the block ends without error (use `backend.uow.transaction` for business changes).
+    On SQLite, writes go through their own engine whose transactions begin IMMEDIATE.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.dialect_name = url.split(":", 1)[0].split("+", 1)[0]
+        if self.dialect_name == "sqlite":
+            self.engine = create_async_engine(url, echo=echo)
+            self.read_engine = create_async_engine(url, echo=echo)
+            for engine, begin in ((self.engine, _sqlite_begin_immediate),
+                                  (self.read_engine, _sqlite_begin_deferred)):
+                event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+                event.listen(engine.sync_engine, "begin", begin)
+        else:
+            self.engine = create_async_engine(
+                url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20
+            )
+            self.read_engine = self.engine
+        self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self._read_sessions = async_sessionmaker(
+            self.read_engine, expire_on_commit=False, autoflush=False
+        )
+
+    @property
+    def engines(self) -> list[AsyncEngine]:
+        return [self.engine] if self.read_engine is self.engine else [self.engine, self.read_engine]
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reading; it never commits and is closed (rolled back) at the end."""
+        async with self._read_sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction: COMMIT when the block succeeds, ROLLBACK otherwise."""
+        async with self._write_sessions() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        for engine in self.engines:
+            await engine.dispose()
+
+
+def migration_engine(url: str) -> AsyncEngine:
+    """An engine for Alembic: no pool, SQLite pragmas applied."""
+    engine = create_async_engine(url, poolclass=NullPool)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+    return engine

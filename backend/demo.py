@@ -1,0 +1,129 @@
+"""The demo plant: a small tablet line with its master data, orders and users."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from backend.auth import service as auth_service
+from backend.auth.models import User
+from backend.catalog import service as catalog
+from backend.catalog.models import CharacteristicKind, MaterialKind
+from backend.db import Database, utcnow
+from backend.orders import service as orders
+from backend.orders.models import OrderStatus, ProductionOrder
+from backend.principal import SYSTEM, Principal, Role
+from backend.settings import Settings
+from backend.uow import transaction
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    display_name: str
+    password: str
+    roles: tuple[Role, ...]
+
+
+DEMO_USERS = (
+    DemoUser("admin", "Ada Admin", "admin-demo-pass", (Role.ADMIN,)),
+    DemoUser("operator", "Otto Operator", "operator-demo-pass", (Role.OPERATOR,)),
+    DemoUser("supervisor", "Sue Supervisor", "supervisor-demo-pass", (Role.SUPERVISOR,)),
+    DemoUser("quality", "Quinn Quality", "quality-demo-pass", (Role.QUALITY,)),
+    DemoUser("erp", "ERP interface", "erp-demo-pass", (Role.ERP,)),
+)
+
+# A made-up GS1 company prefix; the check digits are computed.
+_PREFIX = "0950110153"
+
+
+def demo_gtin(item: int) -> str:
+    body = f"{_PREFIX}{item:03d}"
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
+    return body + str((10 - total % 10) % 10)
+
+
+def _char(name: str, low: float | None, high: float | None, unit: str | None,
+          nominal: float | None = None) -> catalog.CharacteristicSpec:
+    kind = CharacteristicKind.NUMERIC if (low is not None or high is not None) else CharacteristicKind.ATTRIBUTE
+    return catalog.CharacteristicSpec(name, kind, unit, nominal, low, high)
+
+
+MATERIALS = [
+    catalog.MaterialSpec("PARA-API", "Paracetamol API", MaterialKind.RAW, "kg", True, demo_gtin(1), 730,
+                         [_char("Assay", 98.0, 102.0, "%", 100.0), _char("Appearance", None, None, None)]),
+    catalog.MaterialSpec("LACTOSE", "Lactose monohydrate", MaterialKind.RAW, "kg", True, demo_gtin(2), 1095,
+                         [_char("Moisture", 4.5, 5.5, "%", 5.0)]),
+    catalog.MaterialSpec("MG-STEARATE", "Magnesium stearate", MaterialKind.RAW, "kg", True, demo_gtin(3), 1095),
+    catalog.MaterialSpec("BLEND-500", "Paracetamol blend 500", MaterialKind.INTERMEDIATE, "kg", True,
+                         demo_gtin(4), 90),
+    catalog.MaterialSpec("TAB-500", "Paracetamol 500 mg tablets", MaterialKind.FINISHED, "pcs", True,
+                         demo_gtin(5), 1095),
+    catalog.MaterialSpec("FOIL-ALU", "Aluminium blister foil", MaterialKind.PACKAGING, "m", True, demo_gtin(6)),
+]
+
+WORK_CENTERS = [
+    catalog.WorkCenterSpec("WC-BLEND", "Blending", [catalog.EquipmentSpec("BLENDER-01", "V-blender 1", 3.0)]),
+    catalog.WorkCenterSpec("WC-PRESS", "Tableting", [catalog.EquipmentSpec("PRESS-01", "Tablet press 1", 0.05)]),
+    catalog.WorkCenterSpec("WC-PACK", "Packaging", []),
+]
+
+
+def _orders(now: dt.datetime) -> list[tuple[orders.OrderSpec, OrderStatus]]:
+    blend = orders.OrderSpec(
+        external_id="SAP-4711", number="PO-1001", product_code="BLEND-500", quantity=Decimal("120"),
+        due_at=now + dt.timedelta(days=1), priority=10, work_center_code="WC-BLEND",
+        components=[orders.ComponentSpec("PARA-API", Decimal("100"), 10),
+                    orders.ComponentSpec("LACTOSE", Decimal("19"), 10),
+                    orders.ComponentSpec("MG-STEARATE", Decimal("1"), 20)],
+        operations=[
+            orders.OperationSpec(10, "Charge and blend", "WC-BLEND",
+                                 "Scan each lot into the blender. Blend 15 minutes at 12 rpm."),
+            orders.OperationSpec(20, "Lubricate", "WC-BLEND", "Add magnesium stearate; blend 3 minutes.",
+                                 [_char("Blend uniformity RSD", None, 5.0, "%")]),
+        ])
+    press = orders.OrderSpec(
+        external_id="SAP-4712", number="PO-1002", product_code="TAB-500", quantity=Decimal("200000"),
+        due_at=now + dt.timedelta(days=2), priority=5, work_center_code="WC-PRESS",
+        components=[orders.ComponentSpec("BLEND-500", Decimal("120"), 10)],
+        operations=[
+            orders.OperationSpec(10, "Compress", "WC-PRESS", "Set press to 500 mg target weight.",
+                                 [_char("Tablet weight", 490.0, 510.0, "mg", 500.0),
+                                  _char("Hardness", 60.0, 120.0, "N")]),
+            orders.OperationSpec(20, "Deduster and metal check", "WC-PRESS"),
+        ])
+    pack = orders.OrderSpec(
+        external_id="SAP-4713", number="PO-1003", product_code="TAB-500", quantity=Decimal("50000"),
+        due_at=now + dt.timedelta(days=5), work_center_code="WC-PACK",
+        components=[orders.ComponentSpec("FOIL-ALU", Decimal("800"))],
+        operations=[orders.OperationSpec(10, "Blister and carton", "WC-PACK")])
+    return [(blend, OrderStatus.RELEASED), (press, OrderStatus.RELEASED), (pack, OrderStatus.PLANNED)]
+
+
+async def seed(db: Database, settings: Settings) -> list[DemoUser]:
+    """Creates the demo plant; running it again changes nothing. Returns the demo logins."""
+    async with db.read() as session:
+        existing = set(await session.scalars(select(User.username)))
+    async with transaction(db, SYSTEM) as uow:
+        for user in DEMO_USERS:
+            if user.username not in existing:
+                await auth_service.create_user(
+                    uow, settings, username=user.username, display_name=user.display_name,
+                    password=user.password, roles=list(user.roles))
+    erp = Principal(name="erp", roles=frozenset({Role.ERP}))
+    async with transaction(db, erp) as uow:
+        await catalog.upsert_materials(uow, MATERIALS)
+        await catalog.upsert_work_centers(uow, WORK_CENTERS)
+    async with db.read() as session:
+        known = set(await session.scalars(select(ProductionOrder.external_id)))
+    for spec, status in _orders(utcnow()):
+        if spec.external_id in known:
+            continue
+        async with transaction(db, erp) as uow:
+            order = await orders.upsert(uow, spec)
+            if status is OrderStatus.RELEASED and order.status is OrderStatus.PLANNED:
+                await orders.release(uow, order.number)
+    return list(DEMO_USERS)

@@ -1,0 +1,343 @@
+"""Building blocks shared by every domain's GraphQL surface.
+
+Context and Info, the Node interface and global IDs, keyset-paginated connections, the
+MutationError type, `run_mutation` (the one gateway for every mutation: role check,
+transaction, expected errors as data) and `AccessControl` (the gateway for queries and
+subscriptions, HTTP and WebSocket alike).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+
+import strawberry
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+)
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import InstrumentedAttribute
+from strawberry.extensions import SchemaExtension
+from strawberry.types.nodes import Selection
+
+from backend.auth import policy
+from backend.errors import DomainError, ErrorCode, Problem
+from backend.principal import Principal
+from backend.settings import Settings
+from backend.uow import UnitOfWork, transaction
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.websockets import WebSocket
+
+    from backend.db import Database
+    from backend.events import Broadcast
+    from backend.jobs import JobQueue
+    from backend.loaders import Loaders
+
+
+@dataclass
+class Services:
+    """What a process runs on; built once in the app's lifespan."""
+
+    settings: Settings
+    db: Database
+    broadcast: Broadcast
+    jobs: JobQueue
+
+
+@dataclass
+class Context:
+    services: Services
+    principal: Principal | None
+    request: Request | WebSocket | None = None
+    response: Response | WebSocket | None = None
+    connection_params: dict[str, Any] | None = None
+    loaders: Loaders = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.renew_loaders()
+
+    def renew_loaders(self) -> None:
+        """Fresh DataLoaders: once per operation, and per event in a subscription."""
+        from backend.loaders import Loaders
+
+        self.loaders = Loaders(self.services.db)
+
+    @property
+    def db(self) -> Database:
+        return self.services.db
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+
+Info: TypeAlias = strawberry.Info[Context, None]
+
+
+# ---------------------------------------------------------------- errors
+
+
+ErrorCodeType = strawberry.enum(ErrorCode, name="ErrorCode")
+
+
+@strawberry.type
+class MutationError:
+    code: ErrorCode
+    message: str
+    field: str | None = strawberry.field(
+        default=None,
+        description="The input field at fault, as a dotted path (for example `components.2.quantity`).",
+    )
+
+    @classmethod
+    def of(cls, problem: Problem) -> MutationError:
+        return cls(code=problem.code, message=problem.message, field=problem.field)
+
+
+def public_error(message: str, code: str) -> GraphQLError:
+    """A top-level error meant for the client (never masked)."""
+    return GraphQLError(message, extensions={"code": code})
+
+
+# ---------------------------------------------------------------- nodes and global IDs
+
+
+@strawberry.interface
+class Node:
+    id: strawberry.ID
+
+
+def to_global_id(type_name: str, pk: int) -> strawberry.ID:
+    return strawberry.ID(base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode().rstrip("="))
+
+
+def from_global_id(value: str) -> tuple[str, int] | None:
+    """(type name, primary key) or None when the id is not one of ours."""
+    try:
+        padded = value + "=" * (-len(value) % 4)
+        type_name, _, pk = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
+        return type_name, int(pk)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------- connections
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type
+class Connection(Generic[T]):
+    page_info: PageInfo
+    edges: list[Edge[T]]
+    _count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field
+    async def total_count(self) -> int:
+        """All items that match the filters, on every page. Counted only when asked for."""
+        return await self._count()
+
+
+def encode_cursor(key: int) -> str:
+    return base64.urlsafe_b64encode(f"cursor:{key}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        prefix, _, key = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
+        if prefix != "cursor":
+            raise ValueError(cursor)
+        return int(key)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as error:
+        raise public_error(f"invalid cursor {cursor!r}", "INVALID_INPUT") from error
+
+
+def page_size(settings: Settings, first: int | None) -> int:
+    """`first` as asked, default 50, at most 500; negative is an error."""
+    if first is None:
+        return settings.default_page_size
+    if first < 0:
+        raise public_error("`first` must not be negative", "INVALID_INPUT")
+    return min(first, settings.max_page_size)
+
+
+async def paginate(
+    info: Info,
+    stmt: Select[tuple[R]],
+    key: InstrumentedAttribute[int],
+    first: int | None,
+    after: str | None,
+    convert: Callable[[R], T],
+) -> Connection[T]:
+    """One keyset page of `stmt` in ascending `key` order (the primary key).
+
+    Keyset, not OFFSET: a page costs the same at row 10 as at row 1,000,000, and rows added
+    while a client pages never shift what it sees.
+    """
+    size = page_size(info.context.settings, first)
+    page_stmt = stmt
+    if after:
+        page_stmt = page_stmt.where(key > decode_cursor(after))
+    async with info.context.db.read() as session:
+        rows = list((await session.scalars(page_stmt.order_by(key).limit(size + 1))).all())
+    has_next = len(rows) > size
+    rows = rows[:size]
+    edges = [Edge(cursor=encode_cursor(getattr(row, key.key)), node=convert(row)) for row in rows]
+
+    async def count() -> int:
+        async with info.context.db.read() as session:
+            total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
+        return int(total or 0)
+
+    return Connection(
+        page_info=PageInfo(
+            has_next_page=has_next,
+            has_previous_page=after is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        edges=edges,
+        _count=count,
+    )
+
+
+# ---------------------------------------------------------------- mutations
+
+P = TypeVar("P")
+
+
+async def run_mutation(
+    info: Info,
+    payload: Callable[..., P],
+    work: Callable[[UnitOfWork], Awaitable[dict[str, Any]]],
+) -> P:
+    """Runs one mutation: role check, one transaction, expected failures as `errors`.
+
+    `work` gets the unit of work and returns the payload's fields. On a DomainError the
+    transaction rolls back, so nothing is written when errors come back.
+    """
+    principal = info.context.principal
+    name = info.field_name
+    if principal is None or not policy.may_mutate(principal, name):
+        return payload(errors=[MutationError(
+            code=ErrorCode.FORBIDDEN, message=f"your roles do not allow {name}")])
+    try:
+        async with transaction(info.context.db, principal, info.context.services.broadcast) as uow:
+            fields = await work(uow)
+    except DomainError as error:
+        return payload(errors=[MutationError.of(p) for p in error.problems])
+    return payload(**fields)
+
+
+# ---------------------------------------------------------------- access control
+
+
+def _root_fields(selection_set: SelectionSetNode, fragments: dict[str, Any], seen: set[str]) -> list[str]:
+    names: list[str] = []
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            names.append(selection.name.value)
+        elif isinstance(selection, InlineFragmentNode):
+            names += _root_fields(selection.selection_set, fragments, seen)
+        elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
+            seen.add(selection.name.value)
+            fragment = fragments.get(selection.name.value)
+            if fragment is not None:
+                names += _root_fields(fragment.selection_set, fragments, seen)
+    return names
+
+
+class AccessControl(SchemaExtension):
+    """Refuses, before anything runs, an operation the caller may not make.
+
+    No valid token: only `login` and introspection are open; anything else is a top-level
+    error with no data. Queries and subscriptions with roles in `policy.QUERIES` are
+    FORBIDDEN for other roles. Mutation roles are checked per field by `run_mutation`,
+    which answers FORBIDDEN in the payload as the contract says.
+    """
+
+    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
+        ctx = self.execution_context
+        context: Context = ctx.context
+        context.renew_loaders()
+        document = ctx.graphql_document
+        if document is not None:
+            fragments = {d.name.value: d for d in document.definitions
+                         if not isinstance(d, OperationDefinitionNode)}
+            operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)
+                          and (ctx.operation_name is None or (d.name and d.name.value == ctx.operation_name))]
+            for operation in operations[:1]:
+                names = _root_fields(operation.selection_set, fragments, set())
+                principal = context.principal
+                if principal is None and not all(n in policy.PUBLIC or n.startswith("__") for n in names):
+                    raise public_error(
+                        "sign in first: send 'Authorization: Bearer <token>' (from login or an API token)",
+                        "UNAUTHENTICATED")
+                if operation.operation.value != "mutation":
+                    for n in names:
+                        if not policy.may_query(principal, n):
+                            raise public_error(f"your roles do not allow {n}", "FORBIDDEN")
+        yield
+
+
+def selects(selected: Sequence[Selection], name: str) -> bool:
+    """Whether a field's selection asks for `name` (used to skip work nobody asked for)."""
+    return any(getattr(s, "name", None) == name for s in selected)
+
+
+# ---------------------------------------------------------------- node registry
+
+
+@dataclass(frozen=True)
+class NodeKind:
+    """How `node(id)` fetches one type: its loader, how to wrap a row, who may see it."""
+
+    loader: Callable[[Loaders], Any]
+    convert: Callable[[Any], Any]
+    roles: frozenset[Any] | None = None
+
+
+NODE_KINDS: dict[str, NodeKind] = {}
+
+
+def register_node(type_name: str, kind: NodeKind) -> None:
+    NODE_KINDS[type_name] = kind
+
+
+async def resolve_node(info: Info, global_id: str) -> Any:
+    parsed = from_global_id(global_id)
+    if parsed is None or parsed[0] not in NODE_KINDS:
+        return None
+    kind = NODE_KINDS[parsed[0]]
+    principal = info.context.principal
+    if kind.roles is not None and (principal is None or not principal.has_any(kind.roles)):
+        return None
+    row = await kind.loader(info.context.loaders).load(parsed[1])
+    return None if row is None else kind.convert(row)

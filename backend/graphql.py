@@ -1,0 +1,69 @@
+"""Assembles the one schema from every domain's Query, Mutation and Subscription parts."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+import strawberry
+from strawberry.extensions import MaskErrors
+from strawberry.schema.config import StrawberryConfig
+
+from backend.audit.schema import AuditQuery
+from backend.auth.schema import AuthMutation, AuthQuery
+from backend.catalog.schema import CatalogMutation, CatalogQuery
+from backend.gql import AccessControl, Info, Node, resolve_node
+from backend.limits import limit_extensions
+from backend.orders.schema import OrdersMutation, OrdersQuery, OrdersSubscription
+from backend.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@strawberry.type
+class Query(AuthQuery, CatalogQuery, OrdersQuery, AuditQuery):
+    @strawberry.field
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        """Any object by its global id; null when unknown or not visible to you."""
+        return await resolve_node(info, id)
+
+
+@strawberry.type
+class Mutation(AuthMutation, CatalogMutation, OrdersMutation):
+    pass
+
+
+@strawberry.type
+class Subscription(OrdersSubscription):
+    pass
+
+
+def _should_mask(error: Exception) -> bool:
+    # Errors we raise on purpose carry a code; anything else is a fault: logged, then masked.
+    original = getattr(error, "original_error", None)
+    extensions = getattr(error, "extensions", None) or {}
+    if original is None or "code" in extensions:
+        return False
+    log.error("unexpected error in %s", getattr(error, "path", None), exc_info=original)
+    return True
+
+
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    settings = settings or get_settings()
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=[
+            *limit_extensions(settings),
+            AccessControl,
+            lambda: MaskErrors(should_mask_error=_should_mask,
+                               error_message="Unexpected error: it has been logged."),
+        ],
+        config=StrawberryConfig(disable_field_suggestions=False),
+    )
+
+
+@lru_cache
+def default_schema() -> strawberry.Schema:
+    return build_schema()

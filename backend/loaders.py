@@ -1,0 +1,109 @@
+"""Per-operation DataLoaders: every relation in the API is fetched in batches through these.
+
+Each batch opens its own short read session: Strawberry dispatches batches as separate
+tasks, and an AsyncSession must never be used by two coroutines at once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from functools import cached_property
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+from strawberry.dataloader import DataLoader
+
+from backend.auth.models import User
+from backend.catalog.models import Characteristic, Equipment, Material, WorkCenter
+from backend.db import Base, Database
+from backend.orders.models import OrderComponent, OrderOperation, ProductionOrder
+
+M = TypeVar("M", bound=Base)
+
+
+class Loaders:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def by_id(self, model: type[M]) -> DataLoader[int, M | None]:
+        async def load(ids: Sequence[int]) -> list[M | None]:
+            async with self._db.read() as session:
+                rows = await session.scalars(select(model).where(model.id.in_(ids)))  # type: ignore[attr-defined]
+                found = {row.id: row for row in rows}  # type: ignore[attr-defined]
+            return [found.get(i) for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    def grouped(
+        self, model: type[M], key: InstrumentedAttribute[Any], *order: InstrumentedAttribute[Any]
+    ) -> DataLoader[int, list[M]]:
+        async def load(keys: Sequence[int]) -> list[list[M]]:
+            async with self._db.read() as session:
+                rows = await session.scalars(select(model).where(key.in_(keys)).order_by(*order))
+                groups: dict[int, list[M]] = defaultdict(list)
+                for row in rows:
+                    groups[getattr(row, key.key)].append(row)
+            return [groups.get(k, []) for k in keys]
+
+        return DataLoader(load_fn=load)
+
+    def custom(self, fn: Callable[[AsyncSession, Sequence[Any]], Awaitable[list[Any]]]) -> DataLoader[Any, Any]:
+        async def load(keys: Sequence[Any]) -> list[Any]:
+            async with self._db.read() as session:
+                return await fn(session, keys)
+
+        return DataLoader(load_fn=load)
+
+    # ---- catalog
+    @cached_property
+    def material(self) -> DataLoader[int, Material | None]:
+        return self.by_id(Material)
+
+    @cached_property
+    def work_center(self) -> DataLoader[int, WorkCenter | None]:
+        return self.by_id(WorkCenter)
+
+    @cached_property
+    def equipment(self) -> DataLoader[int, Equipment | None]:
+        return self.by_id(Equipment)
+
+    @cached_property
+    def equipment_of_work_center(self) -> DataLoader[int, list[Equipment]]:
+        return self.grouped(Equipment, Equipment.work_center_id, Equipment.code)
+
+    @cached_property
+    def characteristic(self) -> DataLoader[int, Characteristic | None]:
+        return self.by_id(Characteristic)
+
+    @cached_property
+    def characteristics_of_material(self) -> DataLoader[int, list[Characteristic]]:
+        return self.grouped(Characteristic, Characteristic.material_id, Characteristic.position)
+
+    @cached_property
+    def characteristics_of_operation(self) -> DataLoader[int, list[Characteristic]]:
+        return self.grouped(Characteristic, Characteristic.operation_id, Characteristic.position)
+
+    # ---- orders
+    @cached_property
+    def order(self) -> DataLoader[int, ProductionOrder | None]:
+        return self.by_id(ProductionOrder)
+
+    @cached_property
+    def operation(self) -> DataLoader[int, OrderOperation | None]:
+        return self.by_id(OrderOperation)
+
+    @cached_property
+    def operations_of_order(self) -> DataLoader[int, list[OrderOperation]]:
+        return self.grouped(OrderOperation, OrderOperation.order_id, OrderOperation.sequence)
+
+    @cached_property
+    def components_of_order(self) -> DataLoader[int, list[OrderComponent]]:
+        return self.grouped(OrderComponent, OrderComponent.order_id, OrderComponent.position)
+
+    # ---- people
+    @cached_property
+    def user(self) -> DataLoader[int, User | None]:
+        return self.by_id(User)

@@ -1,0 +1,24 @@
+"""Every table of every domain, imported in one place so that Alembic sees the whole schema."""
+
+from backend.audit.models import AuditEntry
+from backend.auth.models import ApiToken, LoginThrottle, User
+from backend.catalog.models import Characteristic, Equipment, Material, WorkCenter
+from backend.db import Base
+from backend.orders.models import OrderComponent, OrderOperation, ProductionOrder
+from backend.replay.models import MutationOutcome
+
+__all__ = [
+    "ApiToken",
+    "AuditEntry",
+    "Base",
+    "Characteristic",
+    "Equipment",
+    "LoginThrottle",
+    "Material",
+    "MutationOutcome",
+    "OrderComponent",
+    "OrderOperation",
+    "ProductionOrder",
+    "User",
+    "WorkCenter",
+]

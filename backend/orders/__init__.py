@@ -1,0 +1,1 @@
+"""Production orders from the ERP: components, operations and the order state machine."""

@@ -1,0 +1,277 @@
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncGenerator
+from decimal import Decimal
+from typing import Any
+
+import strawberry
+
+from backend.catalog.schema import CharacteristicInput, CharacteristicType, MaterialType, WorkCenterType
+from backend.gql import (
+    Connection,
+    Info,
+    MutationError,
+    Node,
+    NodeKind,
+    paginate,
+    register_node,
+    run_mutation,
+    to_global_id,
+)
+from backend.orders import service
+from backend.orders.models import (
+    OperationStatus,
+    OrderComponent,
+    OrderOperation,
+    OrderStatus,
+    ProductionOrder,
+)
+from backend.uow import UnitOfWork
+
+OrderStatusType = strawberry.enum(OrderStatus, name="OrderStatus")
+OperationStatusType = strawberry.enum(OperationStatus, name="OperationStatus")
+
+
+async def _work_center(info: Info, pk: int | None) -> WorkCenterType | None:
+    if pk is None:
+        return None
+    row = await info.context.loaders.work_center.load(pk)
+    return WorkCenterType.from_row(row) if row else None
+
+
+@strawberry.type(name="OrderOperation")
+class OrderOperationType(Node):
+    pk: strawberry.Private[int]
+    work_center_pk: strawberry.Private[int | None]
+    sequence: int
+    name: str
+    instructions: str | None
+    status: OperationStatus
+    quantity_good: Decimal
+    quantity_scrap: Decimal
+    started_at: dt.datetime | None
+    completed_at: dt.datetime | None
+
+    @strawberry.field
+    async def work_center(self, info: Info) -> WorkCenterType | None:
+        return await _work_center(info, self.work_center_pk)
+
+    @strawberry.field
+    async def characteristics(self, info: Info) -> list[CharacteristicType]:
+        rows = await info.context.loaders.characteristics_of_operation.load(self.pk)
+        return [CharacteristicType.from_row(r) for r in rows]
+
+    @classmethod
+    def from_row(cls, row: OrderOperation) -> OrderOperationType:
+        return cls(id=to_global_id("OrderOperation", row.id), pk=row.id,
+                   work_center_pk=row.work_center_id, sequence=row.sequence, name=row.name,
+                   instructions=row.instructions, status=row.status,
+                   quantity_good=row.quantity_good, quantity_scrap=row.quantity_scrap,
+                   started_at=row.started_at, completed_at=row.completed_at)
+
+
+@strawberry.type(name="OrderComponent")
+class OrderComponentType:
+    pk: strawberry.Private[int]
+    material_pk: strawberry.Private[int]
+    quantity_required: Decimal
+    quantity_consumed: Decimal
+    operation_sequence: int | None
+
+    @strawberry.field
+    async def material(self, info: Info) -> MaterialType:
+        row = await info.context.loaders.material.load(self.material_pk)
+        assert row is not None  # a foreign key
+        return MaterialType.from_row(row)
+
+    @classmethod
+    def from_row(cls, row: OrderComponent) -> OrderComponentType:
+        return cls(pk=row.id, material_pk=row.material_id, quantity_required=row.quantity_required,
+                   quantity_consumed=row.quantity_consumed, operation_sequence=row.operation_sequence)
+
+
+@strawberry.type(name="ProductionOrder")
+class ProductionOrderType(Node):
+    pk: strawberry.Private[int]
+    product_pk: strawberry.Private[int]
+    work_center_pk: strawberry.Private[int | None]
+    number: str
+    external_id: str | None
+    quantity: Decimal
+    quantity_good: Decimal
+    quantity_scrap: Decimal
+    status: OrderStatus
+    priority: int
+    due_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @strawberry.field
+    async def product(self, info: Info) -> MaterialType:
+        row = await info.context.loaders.material.load(self.product_pk)
+        assert row is not None  # a foreign key
+        return MaterialType.from_row(row)
+
+    @strawberry.field
+    async def work_center(self, info: Info) -> WorkCenterType | None:
+        return await _work_center(info, self.work_center_pk)
+
+    @strawberry.field
+    async def operations(self, info: Info) -> list[OrderOperationType]:
+        rows = await info.context.loaders.operations_of_order.load(self.pk)
+        return [OrderOperationType.from_row(r) for r in rows]
+
+    @strawberry.field
+    async def components(self, info: Info) -> list[OrderComponentType]:
+        rows = await info.context.loaders.components_of_order.load(self.pk)
+        return [OrderComponentType.from_row(r) for r in rows]
+
+    @classmethod
+    def from_row(cls, row: ProductionOrder) -> ProductionOrderType:
+        return cls(id=to_global_id("ProductionOrder", row.id), pk=row.id, product_pk=row.product_id,
+                   work_center_pk=row.work_center_id, number=row.number, external_id=row.external_id,
+                   quantity=row.quantity, quantity_good=row.quantity_good,
+                   quantity_scrap=row.quantity_scrap, status=row.status, priority=row.priority,
+                   due_at=row.due_at, created_at=row.created_at, updated_at=row.updated_at)
+
+
+register_node("ProductionOrder", NodeKind(lambda loaders: loaders.order, ProductionOrderType.from_row))
+register_node("OrderOperation", NodeKind(lambda loaders: loaders.operation, OrderOperationType.from_row))
+
+
+@strawberry.input
+class ComponentInput:
+    material_code: str
+    quantity: Decimal = strawberry.field(description="For the whole order.")
+    operation_sequence: int | None = None
+
+
+@strawberry.input
+class OperationDefinitionInput:
+    sequence: int
+    name: str
+    work_center_code: str | None = None
+    instructions: str | None = None
+    characteristics: list[CharacteristicInput] | None = None
+
+
+@strawberry.input
+class ProductionOrderInput:
+    external_id: str = strawberry.field(description=(
+        "The ERP's own key: sending the same order again updates it (while PLANNED) "
+        "or changes nothing."))
+    number: str
+    product_code: str
+    quantity: Decimal
+    components: list[ComponentInput]
+    operations: list[OperationDefinitionInput]
+    due_at: dt.datetime | None = None
+    priority: int | None = None
+    work_center_code: str | None = None
+
+    def spec(self) -> service.OrderSpec:
+        return service.OrderSpec(
+            external_id=self.external_id, number=self.number, product_code=self.product_code,
+            quantity=self.quantity, due_at=self.due_at, priority=self.priority,
+            work_center_code=self.work_center_code,
+            components=[service.ComponentSpec(c.material_code, c.quantity, c.operation_sequence)
+                        for c in self.components],
+            operations=[service.OperationSpec(
+                o.sequence, o.name, o.work_center_code, o.instructions,
+                [c.spec() for c in o.characteristics or []]) for o in self.operations],
+        )
+
+
+@strawberry.type
+class ProductionOrderPayload:
+    order: ProductionOrderType | None = None
+    errors: list[MutationError] = strawberry.field(default_factory=list)
+
+
+def _order_payload(order: ProductionOrder) -> dict[str, Any]:
+    return {"order": ProductionOrderType.from_row(order)}
+
+
+@strawberry.type
+class OrdersQuery:
+    @strawberry.field
+    async def production_order(self, info: Info, number: str) -> ProductionOrderType | None:
+        async with info.context.db.read() as session:
+            row = await service.by_number(session, number)
+        return ProductionOrderType.from_row(row) if row else None
+
+    @strawberry.field
+    async def production_orders(
+        self, info: Info, first: int | None = None, after: str | None = None,
+        status: list[OrderStatus] | None = None, work_center: str | None = None,
+    ) -> Connection[ProductionOrderType]:
+        """Orders in the order the ERP created them; filter by status and work center code."""
+        return await paginate(info, service.orders_query(status, work_center), ProductionOrder.id,
+                              first, after, ProductionOrderType.from_row)
+
+
+@strawberry.type
+class OrdersMutation:
+    @strawberry.mutation
+    async def upsert_production_order(self, info: Info, input: ProductionOrderInput) -> ProductionOrderPayload:
+        spec = input.spec()
+
+        async def work(uow: UnitOfWork) -> dict[str, Any]:
+            return _order_payload(await service.upsert(uow, spec))
+
+        return await run_mutation(info, ProductionOrderPayload, work)
+
+    @strawberry.mutation
+    async def release_production_order(self, info: Info, number: str) -> ProductionOrderPayload:
+        async def work(uow: UnitOfWork) -> dict[str, Any]:
+            return _order_payload(await service.release(uow, number))
+
+        return await run_mutation(info, ProductionOrderPayload, work)
+
+    @strawberry.mutation
+    async def hold_production_order(self, info: Info, number: str, reason: str) -> ProductionOrderPayload:
+        async def work(uow: UnitOfWork) -> dict[str, Any]:
+            return _order_payload(await service.hold(uow, number, reason))
+
+        return await run_mutation(info, ProductionOrderPayload, work)
+
+    @strawberry.mutation
+    async def resume_production_order(self, info: Info, number: str) -> ProductionOrderPayload:
+        async def work(uow: UnitOfWork) -> dict[str, Any]:
+            return _order_payload(await service.resume(uow, number))
+
+        return await run_mutation(info, ProductionOrderPayload, work)
+
+    @strawberry.mutation
+    async def cancel_production_order(self, info: Info, number: str, reason: str) -> ProductionOrderPayload:
+        async def work(uow: UnitOfWork) -> dict[str, Any]:
+            return _order_payload(await service.cancel(uow, number, reason))
+
+        return await run_mutation(info, ProductionOrderPayload, work)
+
+    @strawberry.mutation
+    async def close_production_order(self, info: Info, number: str) -> ProductionOrderPayload:
+        async def work(uow: UnitOfWork) -> dict[str, Any]:
+            return _order_payload(await service.close(uow, number))
+
+        return await run_mutation(info, ProductionOrderPayload, work)
+
+
+@strawberry.type
+class OrdersSubscription:
+    @strawberry.subscription
+    async def production_order_changed(
+        self, info: Info, number: str | None = None
+    ) -> AsyncGenerator[ProductionOrderType, None]:
+        """Each committed change of an order (or of the one with `number`), as committed."""
+        wanted = number.strip() if number else None
+        async with info.context.services.broadcast.subscribe(service.CHANNEL) as events:
+            async for event in events:
+                if wanted is not None and event.get("number") != wanted:
+                    continue
+                async with info.context.db.read() as session:
+                    row = await session.get(ProductionOrder, event["id"])
+                if row is not None:
+                    info.context.renew_loaders()
+                    yield ProductionOrderType.from_row(row)

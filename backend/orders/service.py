@@ -1,0 +1,369 @@
+"""Production orders: the ERP upsert and the order state machine.
+
+    PLANNED → RELEASED → IN_PROGRESS → COMPLETED → CLOSED
+    RELEASED | IN_PROGRESS → ON_HOLD → (back to where it was held)
+    PLANNED | RELEASED | ON_HOLD → CANCELLED
+
+IN_PROGRESS and COMPLETED are reached through the operations (shop floor), not from here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy import Select, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend import validation
+from backend.catalog import service as catalog
+from backend.catalog.models import Characteristic, Material, WorkCenter
+from backend.db import utcnow
+from backend.errors import DomainError, ErrorCode, Problems
+from backend.orders.models import (
+    OperationStatus,
+    OrderComponent,
+    OrderOperation,
+    OrderStatus,
+    ProductionOrder,
+)
+from backend.uow import UnitOfWork
+
+CHANNEL = "order"
+MAX_LINES = 200
+
+
+@dataclass
+class ComponentSpec:
+    material_code: str
+    quantity: Decimal
+    operation_sequence: int | None = None
+
+
+@dataclass
+class OperationSpec:
+    sequence: int
+    name: str
+    work_center_code: str | None = None
+    instructions: str | None = None
+    characteristics: list[catalog.CharacteristicSpec] | None = None
+
+
+@dataclass
+class OrderSpec:
+    external_id: str
+    number: str
+    product_code: str
+    quantity: Decimal
+    components: list[ComponentSpec]
+    operations: list[OperationSpec]
+    due_at: dt.datetime | None = None
+    priority: int | None = None
+    work_center_code: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def _clean(spec: OrderSpec) -> OrderSpec:
+    """Validates the shape of the input; raises with every problem found."""
+    problems = Problems()
+    external_id = validation.code(problems, "externalId", spec.external_id, max_length=100)
+    number = validation.code(problems, "number", spec.number)
+    product_code = validation.code(problems, "productCode", spec.product_code)
+    quantity = validation.positive_quantity(problems, "quantity", spec.quantity)
+    wc_code = (validation.code(problems, "workCenterCode", spec.work_center_code)
+               if spec.work_center_code is not None and spec.work_center_code.strip() else None)
+    priority = spec.priority if spec.priority is not None else 0
+    if not -1_000_000 <= priority <= 1_000_000:
+        problems.invalid("priority", "must be between -1000000 and 1000000")
+    if spec.due_at is not None and spec.due_at.tzinfo is None:
+        problems.invalid("dueAt", "needs a time zone")
+    if len(spec.components) > MAX_LINES:
+        problems.invalid("components", f"at most {MAX_LINES} components")
+    if len(spec.operations) > MAX_LINES:
+        problems.invalid("operations", f"at most {MAX_LINES} operations")
+
+    operations, sequences = [], set()
+    for i, op in enumerate(spec.operations):
+        at = f"operations.{i}"
+        if op.sequence < 1 or op.sequence > 1_000_000:
+            problems.invalid(f"{at}.sequence", "must be a positive number")
+        elif op.sequence in sequences:
+            problems.invalid(f"{at}.sequence", f"sequence {op.sequence} appears twice")
+        sequences.add(op.sequence)
+        operations.append(OperationSpec(
+            sequence=op.sequence,
+            name=validation.name(problems, f"{at}.name", op.name),
+            work_center_code=(validation.code(problems, f"{at}.workCenterCode", op.work_center_code)
+                              if op.work_center_code is not None and op.work_center_code.strip()
+                              else None),
+            instructions=validation.text(problems, f"{at}.instructions", op.instructions),
+            characteristics=catalog.check_characteristics(
+                problems, f"{at}.characteristics", op.characteristics or []),
+        ))
+    components = []
+    for i, comp in enumerate(spec.components):
+        at = f"components.{i}"
+        if comp.operation_sequence is not None and comp.operation_sequence not in sequences:
+            problems.invalid(f"{at}.operationSequence",
+                             f"no operation with sequence {comp.operation_sequence} in this order")
+        components.append(ComponentSpec(
+            material_code=validation.code(problems, f"{at}.materialCode", comp.material_code),
+            quantity=validation.positive_quantity(problems, f"{at}.quantity", comp.quantity),
+            operation_sequence=comp.operation_sequence,
+        ))
+    problems.raise_if_any()
+    operations.sort(key=lambda o: o.sequence)
+    return OrderSpec(external_id, number, product_code, quantity, components, operations,
+                     spec.due_at, priority, wc_code)
+
+
+def content_hash(spec: OrderSpec) -> str:
+    """A fingerprint of what the ERP sent, normalised (trimmed codes, exact decimals, UTC)."""
+    content = {
+        "number": spec.number,
+        "product": spec.product_code,
+        "quantity": str(spec.quantity),
+        "dueAt": spec.due_at.astimezone(dt.UTC).isoformat() if spec.due_at else None,
+        "priority": spec.priority,
+        "workCenter": spec.work_center_code,
+        "components": [[c.material_code, str(c.quantity), c.operation_sequence]
+                       for c in spec.components],
+        "operations": [[o.sequence, o.name, o.work_center_code, o.instructions,
+                        catalog.characteristics_snapshot(catalog.characteristic_rows(
+                            o.characteristics or []))]
+                       for o in spec.operations],
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+async def _resolve_codes(
+    session: AsyncSession, spec: OrderSpec
+) -> tuple[dict[str, Material], dict[str, WorkCenter]]:
+    material_codes = {spec.product_code, *(c.material_code for c in spec.components)}
+    wc_codes = {c for c in [spec.work_center_code, *(o.work_center_code for o in spec.operations)] if c}
+    materials = {m.code: m for m in await session.scalars(
+        select(Material).where(Material.code.in_(material_codes)))}
+    centers = {w.code: w for w in await session.scalars(
+        select(WorkCenter).where(WorkCenter.code.in_(wc_codes)))} if wc_codes else {}
+    problems = Problems()
+    if spec.product_code not in materials:
+        problems.add(ErrorCode.NOT_FOUND, f"no material {spec.product_code!r}", "productCode")
+    if spec.work_center_code and spec.work_center_code not in centers:
+        problems.add(ErrorCode.NOT_FOUND, f"no work center {spec.work_center_code!r}", "workCenterCode")
+    for i, comp in enumerate(spec.components):
+        if comp.material_code not in materials:
+            problems.add(ErrorCode.NOT_FOUND, f"no material {comp.material_code!r}",
+                         f"components.{i}.materialCode")
+    for i, op in enumerate(spec.operations):
+        if op.work_center_code and op.work_center_code not in centers:
+            problems.add(ErrorCode.NOT_FOUND, f"no work center {op.work_center_code!r}",
+                         f"operations.{i}.workCenterCode")
+    problems.raise_if_any()
+    return materials, centers
+
+
+async def upsert(uow: UnitOfWork, raw: OrderSpec) -> ProductionOrder:
+    """Creates an order from the ERP, or updates it while PLANNED (see BEHAVIOUR.md).
+
+    After release, sending the same content again changes nothing and different content is
+    a CONFLICT: the shop floor may already be working to it.
+    """
+    spec = _clean(raw)
+    session = uow.session
+    materials, centers = await _resolve_codes(session, spec)
+    digest = content_hash(spec)
+    order = await session.scalar(
+        select(ProductionOrder).where(ProductionOrder.external_id == spec.external_id))
+    holder = await session.scalar(select(ProductionOrder).where(ProductionOrder.number == spec.number))
+    if holder is not None and (order is None or holder.id != order.id):
+        raise DomainError.one(ErrorCode.CONFLICT,
+                              f"order number {spec.number} is taken by another ERP order", "number")
+    if order is not None:
+        if order.content_hash == digest:
+            return order
+        if order.status is not OrderStatus.PLANNED:
+            raise DomainError.one(
+                ErrorCode.CONFLICT,
+                f"order {order.number} is {order.status.value}: the ERP can no longer change it",
+                "externalId",
+            )
+    now = utcnow()
+    header = {
+        "number": spec.number, "product_id": materials[spec.product_code].id,
+        "quantity": spec.quantity, "due_at": spec.due_at, "priority": spec.priority,
+        "work_center_id": centers[spec.work_center_code].id if spec.work_center_code else None,
+        "content_hash": digest, "updated_at": now,
+    }
+    if order is None:
+        order = ProductionOrder(external_id=spec.external_id, status=OrderStatus.PLANNED,
+                                created_at=now, **header)
+        session.add(order)
+        await session.flush()
+        action = "order.create"
+    else:
+        await session.execute(delete(OrderComponent).where(OrderComponent.order_id == order.id))
+        await session.execute(delete(OrderOperation).where(OrderOperation.order_id == order.id))
+        for key, value in header.items():
+            setattr(order, key, value)
+        action = "order.update"
+    for position, comp in enumerate(spec.components):
+        session.add(OrderComponent(
+            order_id=order.id, position=position, material_id=materials[comp.material_code].id,
+            quantity_required=comp.quantity, operation_sequence=comp.operation_sequence))
+    for op in spec.operations:
+        row = OrderOperation(
+            order_id=order.id, sequence=op.sequence, name=op.name, instructions=op.instructions,
+            status=OperationStatus.PENDING,
+            work_center_id=centers[op.work_center_code].id if op.work_center_code else None)
+        session.add(row)
+        await session.flush()
+        for char in catalog.characteristic_rows(op.characteristics or []):
+            char.operation_id = row.id
+            session.add(char)
+    await session.flush()
+    uow.audit(action, "ProductionOrder", order.id, {
+        "externalId": spec.external_id, "number": spec.number, "product": spec.product_code,
+        "quantity": spec.quantity, "dueAt": spec.due_at, "priority": spec.priority,
+        "workCenter": spec.work_center_code,
+        "components": [{"material": c.material_code, "quantity": c.quantity,
+                        "operationSequence": c.operation_sequence} for c in spec.components],
+        "operations": [{"sequence": o.sequence, "name": o.name, "workCenter": o.work_center_code,
+                        "characteristics": [c.name for c in o.characteristics or []]}
+                       for o in spec.operations],
+    })
+    uow.publish(CHANNEL, {"id": order.id, "number": order.number})
+    return order
+
+
+# ---------------------------------------------------------------- state machine
+
+
+async def get_for_update(session: AsyncSession, number: str, field: str = "number") -> ProductionOrder:
+    """The order by number, row-locked on PostgreSQL; NOT_FOUND otherwise."""
+    stmt = select(ProductionOrder).where(ProductionOrder.number == number.strip())
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    order = await session.scalar(stmt)
+    if order is None:
+        raise DomainError.one(ErrorCode.NOT_FOUND, f"no production order {number.strip()!r}", field)
+    return order
+
+
+def _refuse(order: ProductionOrder, verb: str) -> DomainError:
+    return DomainError.one(ErrorCode.INVALID_TRANSITION,
+                           f"order {order.number} is {order.status.value}: it cannot be {verb}")
+
+
+def set_status(uow: UnitOfWork, order: ProductionOrder, status: OrderStatus, action: str,
+               **details: object) -> None:
+    """Moves the order to `status`, with its audit entry and change event."""
+    before = order.status
+    order.status = status
+    order.updated_at = utcnow()
+    uow.audit(action, "ProductionOrder", order.id,
+              {"status": [before.value, status.value], **details})
+    uow.publish(CHANNEL, {"id": order.id, "number": order.number})
+
+
+def _reason(reason: str) -> str:
+    problems = Problems()
+    text = validation.text(problems, "reason", reason)
+    if text is None:
+        problems.invalid("reason", "say why")
+    problems.raise_if_any()
+    assert text is not None
+    return text
+
+
+async def release(uow: UnitOfWork, number: str) -> ProductionOrder:
+    order = await get_for_update(uow.session, number)
+    if order.status is not OrderStatus.PLANNED:
+        raise _refuse(order, "released")
+    first = await uow.session.scalar(
+        select(OrderOperation).where(OrderOperation.order_id == order.id)
+        .order_by(OrderOperation.sequence).limit(1))
+    if first is not None:
+        first.status = OperationStatus.READY
+    set_status(uow, order, OrderStatus.RELEASED, "order.release")
+    return order
+
+
+async def hold(uow: UnitOfWork, number: str, reason: str) -> ProductionOrder:
+    text = _reason(reason)
+    order = await get_for_update(uow.session, number)
+    if order.status not in (OrderStatus.RELEASED, OrderStatus.IN_PROGRESS):
+        raise _refuse(order, "put on hold")
+    order.held_from = order.status
+    set_status(uow, order, OrderStatus.ON_HOLD, "order.hold", reason=text)
+    return order
+
+
+async def resume(uow: UnitOfWork, number: str) -> ProductionOrder:
+    order = await get_for_update(uow.session, number)
+    if order.status is not OrderStatus.ON_HOLD or order.held_from is None:
+        raise _refuse(order, "resumed")
+    back_to = order.held_from
+    order.held_from = None
+    set_status(uow, order, back_to, "order.resume")
+    return order
+
+
+async def cancel(uow: UnitOfWork, number: str, reason: str) -> ProductionOrder:
+    text = _reason(reason)
+    order = await get_for_update(uow.session, number)
+    if order.status not in (OrderStatus.PLANNED, OrderStatus.RELEASED, OrderStatus.ON_HOLD):
+        raise _refuse(order, "cancelled")
+    order.held_from = None
+    set_status(uow, order, OrderStatus.CANCELLED, "order.cancel", reason=text)
+    return order
+
+
+async def close(uow: UnitOfWork, number: str) -> ProductionOrder:
+    order = await get_for_update(uow.session, number)
+    if order.status is not OrderStatus.COMPLETED:
+        raise _refuse(order, "closed")
+    set_status(uow, order, OrderStatus.CLOSED, "order.close")
+    return order
+
+
+# ---------------------------------------------------------------- reads
+
+
+async def by_number(session: AsyncSession, number: str) -> ProductionOrder | None:
+    return await session.scalar(select(ProductionOrder).where(ProductionOrder.number == number.strip()))
+
+
+def orders_query(
+    statuses: Sequence[OrderStatus] | None, work_center_code: str | None
+) -> Select[tuple[ProductionOrder]]:
+    stmt = select(ProductionOrder)
+    if statuses:
+        stmt = stmt.where(ProductionOrder.status.in_(list(statuses)))
+    if work_center_code is not None:
+        stmt = stmt.where(ProductionOrder.work_center_id.in_(
+            select(WorkCenter.id).where(WorkCenter.code == work_center_code.strip())))
+    return stmt
+
+
+async def components_of(session: AsyncSession, order_ids: Sequence[int]) -> list[OrderComponent]:
+    return list(await session.scalars(
+        select(OrderComponent).where(OrderComponent.order_id.in_(order_ids))
+        .order_by(OrderComponent.order_id, OrderComponent.position)))
+
+
+async def operations_of(session: AsyncSession, order_ids: Sequence[int]) -> list[OrderOperation]:
+    return list(await session.scalars(
+        select(OrderOperation).where(OrderOperation.order_id.in_(order_ids))
+        .order_by(OrderOperation.order_id, OrderOperation.sequence)))
+
+
+async def characteristics_of_operations(
+    session: AsyncSession, operation_ids: Sequence[int]
+) -> list[Characteristic]:
+    return list(await session.scalars(
+        select(Characteristic).where(Characteristic.operation_id.in_(operation_ids))
+        .order_by(Characteristic.operation_id, Characteristic.position)))

@@ -1,0 +1,1 @@
+"""Stored outcomes of shop-floor mutations, so that an offline queue can resend safely."""

@@ -1,0 +1,57 @@
+"""Configuration, read from MES_* environment variables (or a .env file in the working folder)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Defaults are the embedded single-machine setup."""
+
+    model_config = SettingsConfigDict(env_prefix="MES_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./mes.db"
+    redis_url: str | None = None
+    secret_key: SecretStr | None = None
+
+    # Sign-in
+    token_ttl_seconds: int = Field(default=12 * 3600, gt=0)
+    login_free_failures: int = Field(default=3, ge=0)
+    login_max_delay_seconds: float = Field(default=30.0, ge=0)
+    password_min_length: int = Field(default=8, ge=8)
+
+    # GraphQL limits, applied before execution
+    max_depth: int = 15
+    max_aliases: int = 50
+    max_cost: int = 50_000
+    default_page_size: int = 50
+    max_page_size: int = 500
+    max_body_bytes: int = 1024 * 1024
+    graphiql: bool = True
+
+    # Origins allowed to open the WebSocket from a browser (the PWA served elsewhere in development)
+    allowed_origins: list[str] = Field(default_factory=list)
+
+    def require_secret_key(self) -> str:
+        """The token-signing key; a missing key is a configuration error, never a silent default."""
+        if self.secret_key is None or not self.secret_key.get_secret_value():
+            raise ConfigurationError(
+                "MES_SECRET_KEY is not set: set it to a long random string (mes demo sets its own)"
+            )
+        return self.secret_key.get_secret_value()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+class ConfigurationError(RuntimeError):
+    """The configuration cannot work; the message says what to set."""
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
