@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -26,7 +28,7 @@ from backend.db import Database
 from backend.events import create_broadcast
 from backend.gql import Context, Services
 from backend.graphql import build_schema
-from backend.jobs import JobContext, create_job_queue
+from backend.jobs import JobContext, JobQueue, create_job_queue
 from backend.limits import BodySizeLimit
 from backend.principal import Principal
 from backend.settings import Settings, get_settings
@@ -53,11 +55,15 @@ class MesGraphQL(GraphQL[Context, None]):
         async with services.db.read() as session:
             return await auth_service.authenticate(session, services.settings, token)
 
-    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
         services: Services = request.app.state.services
         principal = None
         if isinstance(request, Request):
-            principal = await self._principal(services, _bearer(request.headers.get("authorization")))
+            principal = await self._principal(
+                services, _bearer(request.headers.get("authorization"))
+            )
         return Context(services=services, principal=principal, request=request, response=response)
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
@@ -85,8 +91,34 @@ async def readyz(request: Request) -> Response:
         checks["database"] = f"failed: {type(error).__name__}"
     if services.settings.redis_url:
         checks["redis"] = "ok" if await services.broadcast.ping() else "failed"
+        if not request.app.state.jobs_started.is_set():
+            checks["jobs"] = "waiting for Redis"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+
+JOB_QUEUE_RETRY_SECONDS = (1.0, 30.0)
+"""First and longest pause between attempts to connect the job queue to Redis."""
+
+
+async def _start_jobs_when_redis_answers(jobs: JobQueue, started: asyncio.Event) -> None:
+    """Connects the job queue, retrying until Redis answers (the API serves meanwhile)."""
+    delay, longest = JOB_QUEUE_RETRY_SECONDS
+    while True:
+        try:
+            await jobs.start()
+        except Exception as error:  # Redis down or refusing: /readyz says 503 meanwhile
+            log.warning(
+                "the job queue cannot reach Redis (%s); retrying in %.0f s",
+                str(error).splitlines()[0] if str(error) else type(error).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
+        else:
+            started.set()
+            log.info("the job queue is connected to Redis")
+            return
 
 
 async def pwa_index(_: Request) -> Response:
@@ -108,10 +140,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
         broadcast = create_broadcast(settings.redis_url)
         jobs = create_job_queue(settings.redis_url, JobContext(db=db, broadcast=broadcast))
         app.state.services = Services(settings=settings, db=db, broadcast=broadcast, jobs=jobs)
-        await jobs.start()
+        app.state.jobs_started = started = asyncio.Event()
+        starter: asyncio.Task[None] | None = None
+        if settings.redis_url and not await broadcast.ping():
+            # A process that will not start while Redis is down cannot say so: serve, answer
+            # 503 on /readyz, and connect the job queue once Redis is back.
+            log.warning("Redis does not answer: serving, but not ready until it does")
+            starter = asyncio.create_task(_start_jobs_when_redis_answers(jobs, started))
+        else:
+            await jobs.start()
+            started.set()
         try:
             yield
         finally:
+            if starter is not None:
+                starter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starter
             await jobs.close()
             await broadcast.close()
             await db.dispose()
@@ -144,5 +189,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 def app_factory() -> Starlette:
     """For `uvicorn --factory backend.app:app_factory` (what `mes serve` runs)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return create_app()

@@ -8,33 +8,72 @@ import os
 import secrets
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from backend.principal import SYSTEM, Role
+
+if TYPE_CHECKING:
+    from backend.settings import Settings
 
 
 class CommandError(Exception):
     """An expected failure: its message is the one line the user sees."""
 
 
-def _settings():  # type: ignore[no-untyped-def]
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _settings() -> Settings:
     from backend.settings import get_settings
 
     return get_settings()
 
 
+def _say(*lines: str) -> None:
+    """Writes lines to stdout, flushed (so that a reader of a pipe sees them at once)."""
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.flush()
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
-    print(f"mes: {message}", file=sys.stderr)
+    sys.stderr.write(f"mes: {message}\n")
     raise SystemExit(code)
 
 
 # ---------------------------------------------------------------- database
 
 
+def _safe_url(url: str) -> str:
+    """The URL as it may be shown: without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(an unreadable MES_DATABASE_URL)"
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of what went wrong, without SQLAlchemy's wrapping and links."""
+    original = getattr(error, "orig", None) or error
+    text = str(original).strip() or type(original).__name__
+    return text.splitlines()[0]
+
+
 def _db_revision_state(url: str) -> tuple[str | None, str]:
-    """(current revision, head revision) of the database at `url`."""
+    """(current revision, head revision) of the database at `url`.
+
+    A database that cannot be reached is a CommandError that names it (without password).
+    """
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
+    from sqlalchemy.exc import ArgumentError
 
     from backend.migrate import alembic_config
 
@@ -43,31 +82,70 @@ def _db_revision_state(url: str) -> tuple[str | None, str]:
     async def current() -> str | None:
         from backend.db import migration_engine
 
-        engine = migration_engine(url)
         try:
-            async with engine.connect() as conn:
+            engine = migration_engine(url)
+        except (ArgumentError, ImportError, ValueError) as error:
+            raise CommandError(f"bad MES_DATABASE_URL: {_reason(error)}") from error
+        try:
+            try:
+                conn = await engine.connect()
+            except Exception as error:  # refused, unknown host or database, bad password, ...
+                raise CommandError(
+                    f"cannot reach the database {_safe_url(url)}: {_reason(error)}"
+                ) from error
+            try:
                 return await conn.run_sync(
-                    lambda sync: MigrationContext.configure(sync).get_current_revision())
+                    lambda sync: MigrationContext.configure(sync).get_current_revision()
+                )
+            finally:
+                await conn.close()
         finally:
             await engine.dispose()
 
     return asyncio.run(current()), head
 
 
+def _sqlite_file_missing(url: str) -> Path | None:
+    """The file of a SQLite URL when it does not exist (so that checking creates nothing)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") or parsed.query.get("uri"):
+        return None
+    path = Path(database)
+    return None if path.exists() else path
+
+
 def _require_migrated(url: str) -> None:
+    missing = _sqlite_file_missing(url)
+    if missing is not None:
+        raise CommandError(f"there is no database at {missing}: run `mes db upgrade` first")
     current, head = _db_revision_state(url)
     if current != head:
         raise CommandError(
-            f"the database is at revision {current or 'none'}, not {head}: run `mes db upgrade` first")
+            f"the database is at revision {current or 'none'}, not {head}: "
+            "run `mes db upgrade` first"
+        )
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> None:
     from backend.migrate import upgrade
 
     url = _settings().database_url
+    before, _ = _db_revision_state(url)  # first: says so when the database cannot be reached
     upgrade(url)
-    current, _ = _db_revision_state(url)
-    print(f"database at revision {current}")
+    after, _ = _db_revision_state(url)
+    if before == after:
+        _say(f"database at revision {after} (already up to date)")
+    else:
+        _say(f"database upgraded from revision {before or 'none'} to {after}")
 
 
 # ---------------------------------------------------------------- users and tokens
@@ -87,12 +165,20 @@ def cmd_create_user(args: argparse.Namespace) -> None:
         try:
             async with transaction(db, SYSTEM) as uow:
                 user = await service.create_user(
-                    uow, settings, username=args.name, display_name=args.display_name or args.name,
-                    password=args.password, roles=[Role(r) for r in args.role])
-            print(f"created user {user.username} with roles {', '.join(user.roles)}")
+                    uow,
+                    settings,
+                    username=args.name,
+                    display_name=args.display_name or args.name,
+                    password=args.password,
+                    roles=[Role(r) for r in args.role],
+                )
+            _say(f"created user {user.username} with roles {', '.join(user.roles)}")
         except DomainError as error:
-            raise CommandError("; ".join(
-                f"{p.field}: {p.message}" if p.field else p.message for p in error.problems)) from error
+            raise CommandError(
+                "; ".join(
+                    f"{p.field}: {p.message}" if p.field else p.message for p in error.problems
+                )
+            ) from error
         finally:
             await db.dispose()
 
@@ -112,9 +198,10 @@ def cmd_create_token(args: argparse.Namespace) -> None:
         db = Database(settings.database_url)
         try:
             async with transaction(db, SYSTEM) as uow:
-                _, token = await service.create_api_token(uow, name=args.name,
-                                                          roles=[Role(r) for r in args.role])
-            print(token)
+                _, token = await service.create_api_token(
+                    uow, name=args.name, roles=[Role(r) for r in args.role]
+                )
+            _say(token)
         except DomainError as error:
             raise CommandError("; ".join(p.message for p in error.problems)) from error
         finally:
@@ -137,7 +224,7 @@ def cmd_revoke_token(args: argparse.Namespace) -> None:
         try:
             async with transaction(db, SYSTEM) as uow:
                 row = await service.revoke_api_token(uow, args.name)
-            print(f"token {row.name} revoked")
+            _say(f"token {row.name} revoked")
         except DomainError as error:
             raise CommandError("; ".join(p.message for p in error.problems)) from error
         finally:
@@ -158,8 +245,10 @@ def cmd_list_tokens(args: argparse.Namespace) -> None:
         try:
             async with db.read() as session:
                 for row in await service.list_api_tokens(session):
-                    state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
-                    print(f"{row.name}\t{','.join(row.roles)}\t{state}")
+                    state = (
+                        f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+                    )
+                    _say(f"{row.name}\t{','.join(row.roles)}\t{state}")
         finally:
             await db.dispose()
 
@@ -175,8 +264,16 @@ def _serve(host: str, port: int, workers: int) -> None:
     settings = _settings()
     settings.require_secret_key()
     _require_migrated(settings.database_url)
-    uvicorn.run("backend.app:app_factory", factory=True, host=host, port=port, workers=workers,
-                log_level="info", proxy_headers=True, ws="websockets-sansio")
+    uvicorn.run(
+        "backend.app:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        proxy_headers=True,
+        ws="websockets-sansio",
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -210,7 +307,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         os.environ["MES_SECRET_KEY"] = secrets.token_urlsafe(32)
         get_settings.cache_clear()
     settings = _settings()
-    print(f"migrating {settings.database_url} ...", flush=True)
+    _say(f"migrating {_safe_url(settings.database_url)} ...")
     upgrade(settings.database_url)
 
     async def run_seed() -> list[tuple[str, str, str]]:
@@ -222,13 +319,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
         return [(u.username, u.password, ", ".join(u.roles)) for u in users]
 
     logins = asyncio.run(run_seed())
-    url = f"http://{'localhost' if args.host in ('0.0.0.0', '127.0.0.1') else args.host}:{args.port}"
-    print("\nThe demo plant is ready.")
-    print(f"  App and API:  {url}/   (GraphiQL: {url}/graphql)")
-    print("  Sign in as:")
+    url = (
+        f"http://{'localhost' if args.host in ('0.0.0.0', '127.0.0.1') else args.host}:{args.port}"
+    )
+    _say("\nThe demo plant is ready.")
+    _say(f"  App and API:  {url}/   (GraphiQL: {url}/graphql)")
+    _say("  Sign in as:")
     for username, password, roles in logins:
-        print(f"    {username:<11} password {password:<22} ({roles})")
-    print("  Stop with Ctrl+C.\n", flush=True)
+        _say(f"    {username:<11} password {password:<22} ({roles})")
+    _say("  Stop with Ctrl+C.\n")
     _serve(args.host, args.port, 1)
 
 
@@ -236,10 +335,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mes", description="Manufacturing Execution System")
+    parser = _Parser(prog="mes", description="Manufacturing Execution System")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, handler: Callable[[argparse.Namespace], None], help_: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, handler: Callable[[argparse.Namespace], None], help_: str
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_, description=help_)
         sub.set_defaults(handler=handler)
         return sub
@@ -256,15 +357,19 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--role", action="append", required=True, choices=roles)
     user.add_argument("--display-name")
 
-    token = add("create-token", cmd_create_token, "create an API token for a system; prints it once")
+    token = add(
+        "create-token", cmd_create_token, "create an API token for a system; prints it once"
+    )
     token.add_argument("name")
     token.add_argument("--role", action="append", required=True, choices=roles)
     revoke = add("revoke-token", cmd_revoke_token, "revoke an API token by name")
     revoke.add_argument("name")
     add("list-tokens", cmd_list_tokens, "list API tokens (names, roles, state; never the tokens)")
 
-    for name, handler, help_ in (("serve", cmd_serve, "run the API, the subscriptions and the PWA"),
-                                 ("demo", cmd_demo, "run the whole system on the embedded default")):
+    for name, handler, help_ in (
+        ("serve", cmd_serve, "run the API, the subscriptions and the PWA"),
+        ("demo", cmd_demo, "run the whole system on the embedded default"),
+    ):
         sub = add(name, handler, help_)
         sub.add_argument("--host", default="127.0.0.1")
         sub.add_argument("--port", type=int, default=8000)
@@ -300,8 +405,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _is_connection_error(error: BaseException) -> bool:
-    names = {"OperationalError", "InterfaceError", "ConnectionRefusedError", "ConnectionError",
-             "CannotConnectNowError", "InvalidCatalogNameError", "RedisConnectionError"}
+    names = {
+        "OperationalError",
+        "InterfaceError",
+        "ConnectionRefusedError",
+        "ConnectionError",
+        "CannotConnectNowError",
+        "InvalidCatalogNameError",
+        "RedisConnectionError",
+    }
     current: BaseException | None = error
     while current is not None:
         if type(current).__name__ in names:

@@ -7,7 +7,7 @@ imports those so that the worker and the in-process runner know every job.
 
 Without Redis, `InProcessJobQueue` runs jobs as tasks of the server process. With Redis,
 `ArqJobQueue` hands them to arq and `mes worker` runs them, cron jobs included.
-Either way a job may run again after a crash or a retry: make jobs idempotent.
+arq may run a job again after a worker dies mid-job: make jobs idempotent.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ class JobRegistry:
 
 def _arq_function(spec: JobSpec) -> Function:
     async def run(ctx: dict[Any, Any], *args: Any, **kwargs: Any) -> Any:
-        return None
+        return await spec.fn(_context_from_arq(ctx), *args, **kwargs)
 
     run.__qualname__ = run.__name__ = spec.name
     return func(run, name=spec.name, timeout=spec.timeout_seconds)

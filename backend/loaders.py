@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import cached_property
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from strawberry.dataloader import DataLoader
@@ -23,16 +23,33 @@ from backend.orders.models import OrderComponent, OrderOperation, ProductionOrde
 
 M = TypeVar("M", bound=Base)
 
+_INT4_MAX = 2**31 - 1
+_INT8_MAX = 2**63 - 1
+
+
+def _largest_key(model: type[Base]) -> int:
+    """The largest primary key the model's `id` column can hold on every engine."""
+    column_type = model.__table__.c.id.type  # type: ignore[attr-defined]
+    return _INT8_MAX if isinstance(column_type, BigInteger) else _INT4_MAX
+
 
 class Loaders:
     def __init__(self, db: Database) -> None:
         self._db = db
 
     def by_id(self, model: type[M]) -> DataLoader[int, M | None]:
+        largest = _largest_key(model)
+
         async def load(ids: Sequence[int]) -> list[M | None]:
-            async with self._db.read() as session:
-                rows = await session.scalars(select(model).where(model.id.in_(ids)))  # type: ignore[attr-defined]
-                found = {row.id: row for row in rows}  # type: ignore[attr-defined]
+            # Keys come from clients (`node(id)`): one beyond the column's range matches no
+            # row, and sending it to the database would fail the whole batch.
+            wanted = [i for i in ids if 0 < i <= largest]
+            found: dict[int, M] = {}
+            if wanted:
+                async with self._db.read() as session:
+                    rows = await session.scalars(
+                        select(model).where(model.id.in_(wanted)))  # type: ignore[attr-defined]
+                    found = {row.id: row for row in rows}  # type: ignore[attr-defined]
             return [found.get(i) for i in ids]
 
         return DataLoader(load_fn=load)
@@ -50,7 +67,9 @@ class Loaders:
 
         return DataLoader(load_fn=load)
 
-    def custom(self, fn: Callable[[AsyncSession, Sequence[Any]], Awaitable[list[Any]]]) -> DataLoader[Any, Any]:
+    def custom(
+        self, fn: Callable[[AsyncSession, Sequence[Any]], Awaitable[list[Any]]]
+    ) -> DataLoader[Any, Any]:
         async def load(keys: Sequence[Any]) -> list[Any]:
             async with self._db.read() as session:
                 return await fn(session, keys)

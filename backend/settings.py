@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     max_depth: int = 15
     max_aliases: int = 50
     max_cost: int = 50_000
+    max_tokens: int = 20_000
     default_page_size: int = 50
     max_page_size: int = 500
     max_body_bytes: int = 1024 * 1024

@@ -8,8 +8,10 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -68,6 +70,43 @@ def channel_name() -> str:
 async def numsub(client: redis.asyncio.Redis, channel: str) -> int:
     [(_name, count)] = await client.pubsub_numsub(channel)
     return int(count)
+
+
+@asynccontextmanager
+async def slow_link(url: str, delay: float) -> AsyncIterator[str]:
+    """The URL of a local proxy to `url` that delays every write to Redis by `delay` seconds."""
+    target = urlsplit(url)
+    tasks: set[asyncio.Task[None]] = set()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, wait: float) -> None:
+        with suppress(ConnectionError):
+            while data := await reader.read(65536):
+                await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def accept(client_reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
+        server_reader, server = await asyncio.open_connection(target.hostname, target.port)
+        writers.extend((client, server))
+        tasks.add(asyncio.create_task(pipe(client_reader, server, delay)))
+        tasks.add(asyncio.create_task(pipe(server_reader, client, 0)))
+
+    proxy = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    try:
+        yield target._replace(netloc=f"127.0.0.1:{port}").geturl()
+    finally:
+        proxy.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in writers:
+            writer.close()
+            with suppress(ConnectionError):
+                await writer.wait_closed()
+        await proxy.wait_closed()
 
 
 async def next_payload(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
@@ -193,6 +232,23 @@ async def test_redis_delivers_between_broadcast_instances(
 
 
 @pytest.mark.redis
+async def test_redis_subscribe_returns_only_once_redis_has_subscribed(
+    redis_broadcasts: Callable[[], RedisBroadcast], redis_url: str
+) -> None:
+    # The subscriber's commands reach Redis 0.1 s late: had subscribe() returned as soon as
+    # SUBSCRIBE was sent, the publish below would reach Redis first and be lost.
+    async with slow_link(redis_url, 0.1) as slow_url:
+        subscriber = RedisBroadcast(slow_url)
+        channel = channel_name()
+        try:
+            async with subscriber.subscribe(channel) as events:
+                await redis_broadcasts().publish(channel, {"n": 1})
+                assert await next_payload(events) == {"n": 1}
+        finally:
+            await subscriber.close()
+
+
+@pytest.mark.redis
 async def test_redis_delivers_to_another_process(
     redis_broadcasts: Callable[[], RedisBroadcast], redis_url: str
 ) -> None:
@@ -258,7 +314,7 @@ async def test_redis_reader_waits_when_idle_and_stops_on_close(redis_url: str) -
         calls += 1
         return await get_message(**kwargs)
 
-    broadcast._pubsub.get_message = counting_get_message  # type: ignore[method-assign]
+    broadcast._pubsub.get_message = counting_get_message
     async with broadcast.subscribe(channel_name()):
         reader = broadcast._reader
         assert reader is not None

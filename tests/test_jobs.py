@@ -218,7 +218,7 @@ async def test_in_process_queue_runs_cron_jobs_on_a_timer_until_closed(
     await queue.start()
     assert ticks == []  # no run_at_startup: the first run waits for the next second
     await asyncio.wait_for(ticked.wait(), 3)
-    await queue.close()
+    await asyncio.wait_for(queue.close(), WAIT)
 
     assert ticks[0] is context
     count = len(ticks)
@@ -249,7 +249,8 @@ async def test_worker_startup_and_shutdown_make_and_release_the_job_context(
     settings_env.setenv("MES_REDIS_URL", "redis://127.0.0.1:6379/5")
     settings_env.setenv("MES_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'worker.db'}")
     ctx: dict[str, Any] = {}
-    assert WorkerSettings.on_startup is not None and WorkerSettings.on_shutdown is not None
+    assert WorkerSettings.on_startup is not None
+    assert WorkerSettings.on_shutdown is not None
     await WorkerSettings.on_startup(ctx)
     assert isinstance(ctx["broadcast"], RedisBroadcast)
     assert ctx["db"].url.endswith("worker.db")
@@ -274,9 +275,11 @@ async def test_arq_worker_runs_jobs_enqueued_through_arq_job_queue(
     async def hourly(ctx: JobContext) -> None:
         ran.append(("cron", ctx.db))
 
-    reg.cron_job(hourly, every_seconds=3600, run_at_startup=True)
+    # Unique names: arq's cron job ids ("cron:<name>:<time>") are global to the database.
+    test_id = uuid.uuid4().hex
+    reg.cron_job(hourly, every_seconds=3600, run_at_startup=True, name=f"hourly-{test_id}")
 
-    queue_name = f"mes-test:{uuid.uuid4().hex}"
+    queue_name = f"mes-test:{test_id}"
     jobs = ArqJobQueue(redis_url, queue_name=queue_name)
     await jobs.start()
     await jobs.enqueue("announce", "L-7")

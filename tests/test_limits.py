@@ -8,7 +8,7 @@ dial, and a mutation whose counter shows whether a refused document executed any
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -33,7 +33,8 @@ CONTRACT = {
     "max_page_size": 500,
     "max_body_bytes": MIB,
 }
-SETTINGS = Settings(**CONTRACT)
+SETTINGS = Settings.model_validate(CONTRACT)
+Headers = Sequence[tuple[bytes, bytes]]
 TOO_LARGE = {"errors": [{"message": f"request body too large (limit {MIB} bytes)"}]}
 
 # Resolvers record here what ran, so a test can prove a refused document ran nothing.
@@ -66,7 +67,20 @@ class Mutation:
         return Node(value=STATE["counter"])
 
 
-SCHEMA = strawberry.Schema(query=Query, mutation=Mutation, extensions=limit_extensions(SETTINGS))
+@strawberry.type
+class Subscription:
+    @strawberry.subscription
+    async def ticks(self) -> AsyncIterator[Node]:
+        STATE["resolver_calls"] += 1
+        yield Node(value=1)
+
+
+SCHEMA = strawberry.Schema(
+    query=Query,
+    mutation=Mutation,
+    subscription=Subscription,
+    extensions=limit_extensions(SETTINGS),
+)
 
 
 def make_app() -> Starlette:
@@ -284,6 +298,19 @@ async def test_cost_hidden_in_inline_fragments_is_counted(client: httpx.AsyncCli
     assert codes(body) == ["QUERY_TOO_COSTLY"]
 
 
+async def test_costly_subscription_is_refused_before_it_starts() -> None:
+    # Strawberry ignores a preset result for subscriptions, so this path raises instead.
+    costly = COSTLY.replace("query", "subscription").replace("root", "ticks")
+    results = [r async for r in await SCHEMA.subscribe(costly)]
+    assert [(r.data, [e.extensions for e in r.errors or []]) for r in results] == [
+        (None, [{"code": "QUERY_TOO_COSTLY"}])
+    ]
+    assert STATE["resolver_calls"] == 0
+
+    cheap = [r async for r in await SCHEMA.subscribe("subscription { ticks { value } }")]
+    assert [r.data for r in cheap] == [{"ticks": {"value": 1}}]
+
+
 # --- the rule on its own -----------------------------------------------------------------
 
 
@@ -398,6 +425,38 @@ async def test_streamed_body_over_the_limit_gets_413(client: httpx.AsyncClient) 
     assert STATE["resolver_calls"] == 0
 
 
+def http_scope(method: str, query_string: bytes = b"", headers: Headers = ()) -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": "/graphql",
+        "raw_path": b"/graphql",
+        "root_path": "",
+        "query_string": query_string,
+        "headers": [(b"host", b"test"), *headers],
+        "server": ("test", 80),
+        "client": ("127.0.0.1", 1234),
+    }
+
+
+async def test_declared_length_over_the_limit_is_refused_without_reading() -> None:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        raise AssertionError("the body of a request declared too large must not be read")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % (MIB + 1))]
+    await make_app()(http_scope("POST", headers=headers), receive, send)
+    assert sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"]) == TOO_LARGE
+
+
 async def test_query_string_over_the_limit_gets_414() -> None:
     # httpx refuses to build URLs this long, so the request goes in as a raw ASGI call.
     sent: list[Message] = []
@@ -408,22 +467,8 @@ async def test_query_string_over_the_limit_gets_414() -> None:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    query_string = b"query=%7B+root+%7B+value+%7D+%7D&pad=" + b"x" * MIB
-    scope: Scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/graphql",
-        "raw_path": b"/graphql",
-        "root_path": "",
-        "query_string": query_string,
-        "headers": [(b"host", b"test")],
-        "server": ("test", 80),
-        "client": ("127.0.0.1", 1234),
-    }
-    await make_app()(scope, receive, send)
+    query = b"query=%7B+root+%7B+value+%7D+%7D"
+    await make_app()(http_scope("GET", query + b"&pad=" + b"x" * MIB), receive, send)
     assert sent[0]["status"] == 414
     assert json.loads(sent[1]["body"]) == {
         "errors": [{"message": f"request query string too long (limit {MIB} bytes)"}]
@@ -432,7 +477,7 @@ async def test_query_string_over_the_limit_gets_414() -> None:
 
     # The same request with a short query string reaches GraphQL.
     sent.clear()
-    await make_app()(scope | {"query_string": b"query=%7B+root+%7B+value+%7D+%7D"}, receive, send)
+    await make_app()(http_scope("GET", query), receive, send)
     assert sent[0]["status"] == 200
     assert STATE["resolver_calls"] == 1
 

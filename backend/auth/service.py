@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth.models import ApiToken, LoginThrottle, User
@@ -172,6 +172,14 @@ class LoginResult:
     error: str | None
 
 
+_LOGIN_LOCK_SPACE = 0x4D45_534C  # "MESL": advisory locks of sign-in attempts, one per user name
+
+
+def _lock_key(username: str) -> int:
+    """A signed 32-bit key for `username` (PostgreSQL's two-key advisory locks take int4)."""
+    return int.from_bytes(hashlib.sha256(username.encode()).digest()[:4], "big", signed=True)
+
+
 def _throttle_delay(settings: Settings, failures: int) -> float:
     """Seconds a user name must wait after `failures` failed sign-ins in a row."""
     over = failures - settings.login_free_failures
@@ -189,6 +197,12 @@ async def login(session: AsyncSession, settings: Settings, username: str, passwo
     The caller commits the session: the failure count is shared by every server process.
     """
     username = username.strip()[:100]
+    if session.get_bind().dialect.name == "postgresql":
+        # Attempts for one user name take turns (SQLite's single writer does this already):
+        # without it, guesses sent at once would all pass the check below before any
+        # failure is counted, and two first failures would both insert the throttle row.
+        await session.execute(text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                              {"space": _LOGIN_LOCK_SPACE, "key": _lock_key(username)})
     now = utcnow()
     throttle = await session.get(LoginThrottle, username)
     if throttle is not None:
@@ -201,11 +215,12 @@ async def login(session: AsyncSession, settings: Settings, username: str, passwo
     user = await session.scalar(select(User).where(User.username == username))
     ok = await verify_password_async(user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not ok or not user.active:
+        failed_at = utcnow()  # the delay runs from the answer, not from the (slow) request
         if throttle is None:
-            session.add(LoginThrottle(username=username, failures=1, last_failure_at=now))
+            session.add(LoginThrottle(username=username, failures=1, last_failure_at=failed_at))
         else:
             throttle.failures += 1
-            throttle.last_failure_at = now
+            throttle.last_failure_at = failed_at
         return LoginResult(None, None, LOGIN_FAILED)
     if throttle is not None:
         await session.execute(delete(LoginThrottle).where(LoginThrottle.username == username))

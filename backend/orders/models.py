@@ -7,7 +7,10 @@ from decimal import Decimal
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend.db import Base, Quantity, UTCDateTime, enum_type, utcnow
+from backend.db import Base, Quantity, UTCDateTime, enum_type, to_quantity, utcnow
+
+# Quantised like every stored quantity, so a row fresh from an insert reads as it will reload.
+ZERO = to_quantity(0)
 
 
 class OrderStatus(enum.StrEnum):
@@ -35,8 +38,8 @@ class ProductionOrder(Base):
     external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("materials.id"), index=True)
     quantity: Mapped[Decimal] = mapped_column(Quantity)
-    quantity_good: Mapped[Decimal] = mapped_column(Quantity, default=Decimal(0))
-    quantity_scrap: Mapped[Decimal] = mapped_column(Quantity, default=Decimal(0))
+    quantity_good: Mapped[Decimal] = mapped_column(Quantity, default=ZERO)
+    quantity_scrap: Mapped[Decimal] = mapped_column(Quantity, default=ZERO)
     status: Mapped[OrderStatus] = mapped_column(
         enum_type(OrderStatus, "order_status"), default=OrderStatus.PLANNED, index=True
     )
@@ -62,7 +65,7 @@ class OrderComponent(Base):
     position: Mapped[int] = mapped_column(Integer)
     material_id: Mapped[int] = mapped_column(ForeignKey("materials.id"), index=True)
     quantity_required: Mapped[Decimal] = mapped_column(Quantity)
-    quantity_consumed: Mapped[Decimal] = mapped_column(Quantity, default=Decimal(0))
+    quantity_consumed: Mapped[Decimal] = mapped_column(Quantity, default=ZERO)
     operation_sequence: Mapped[int | None] = mapped_column(Integer)
 
 
@@ -81,8 +84,8 @@ class OrderOperation(Base):
         enum_type(OperationStatus, "operation_status"), default=OperationStatus.PENDING
     )
     work_center_id: Mapped[int | None] = mapped_column(ForeignKey("work_centers.id"), index=True)
-    quantity_good: Mapped[Decimal] = mapped_column(Quantity, default=Decimal(0))
-    quantity_scrap: Mapped[Decimal] = mapped_column(Quantity, default=Decimal(0))
+    quantity_good: Mapped[Decimal] = mapped_column(Quantity, default=ZERO)
+    quantity_scrap: Mapped[Decimal] = mapped_column(Quantity, default=ZERO)
     scrap_reason: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

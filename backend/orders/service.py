@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import Select, delete, select
@@ -64,7 +64,6 @@ class OrderSpec:
     due_at: dt.datetime | None = None
     priority: int | None = None
     work_center_code: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def _clean(spec: OrderSpec) -> OrderSpec:

@@ -1,0 +1,274 @@
+"""What the benchmarks share: databases of their own, real server processes, a lean HTTP load
+generator, and figures (throughput, latency percentiles, CPU per request).
+
+The load generator speaks HTTP/1.1 keep-alive over raw asyncio streams rather than through
+httpx: on a 2-core machine the client shares the CPU with the servers, and httpx costs
+several times more per request than the fastest server under test, which would flatten
+every ratio towards 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SECRET_KEY = "bench-secret-key-0123456789abcdef"
+PG_BASE_URL = os.environ.get(
+    "MES_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/mes_bench"
+)
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def seconds(name: str, default: float) -> float:
+    """A duration that can be shortened or lengthened from the environment."""
+    return float(os.environ.get(name, default))
+
+
+# ---------------------------------------------------------------- databases
+
+
+def postgres_url(suffix: str) -> str:
+    """The benchmark database `<MES_BENCH_DATABASE_URL's name>_<suffix>`."""
+    url = make_url(PG_BASE_URL)
+    return url.set(database=f"{url.database}_{suffix}").render_as_string(hide_password=False)
+
+
+def recreate_postgres(url: str) -> None:
+    """Drops and creates the database at `url`; fails with the reason when PostgreSQL is down."""
+    parsed = make_url(url)
+    admin = parsed.set(drivername="postgresql+psycopg", database="postgres")
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+    except Exception as error:  # the benchmark was asked for: say why it cannot run
+        pytest.fail(f"PostgreSQL at {parsed.host}:{parsed.port} is not usable: "
+                    f"{str(error).splitlines()[0]}", pytrace=False)
+    finally:
+        engine.dispose()
+
+
+def drop_postgres(url: str) -> None:
+    parsed = make_url(url)
+    admin = parsed.set(drivername="postgresql+psycopg", database="postgres")
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The SQLAlchemy URL as a plain libpq DSN for asyncpg."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def server_env(database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MES_")}
+    env.update(MES_DATABASE_URL=database_url, MES_SECRET_KEY=SECRET_KEY)
+    return env
+
+
+def mes(database_url: str, *args: str, cwd: Path) -> str:
+    """Runs `mes ARGS` against the database; returns its stdout."""
+    done = subprocess.run([str(BIN / "mes"), *args], env=server_env(database_url), cwd=cwd,
+                          capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"mes {' '.join(args)} failed: {done.stderr.strip()}", pytrace=False)
+    return done.stdout
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+@contextlib.contextmanager
+def serve(name: str, argv: Sequence[str], port: int, env: dict[str, str], cwd: Path,
+          log_dir: Path) -> Iterator[Server]:
+    """Starts a server process, waits for it to answer on `port`, stops it at the end."""
+    log = log_dir / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(name, port, process, log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"{name} exited with {process.returncode}:\n{log.read_text()[-2000:]}",
+                            pytrace=False)
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{name} did not listen on {port} within 30 s", pytrace=False)
+                time.sleep(0.1)
+        yield server
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def mes_serve(database_url: str, cwd: Path, log_dir: Path) -> contextlib.AbstractContextManager[Server]:
+    port = free_port()
+    return serve("mes-serve", [str(BIN / "mes"), "serve", "--port", str(port)], port,
+                 server_env(database_url), cwd, log_dir)
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+def http_request(method: str, path: str, port: int, body: bytes = b"",
+                 headers: dict[str, str] | None = None) -> bytes:
+    """One HTTP/1.1 keep-alive request, ready to write."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def graphql_request(port: int, query: str, variables: dict[str, Any] | None = None,
+                    token: str | None = None) -> bytes:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    return http_request("POST", "/graphql", port, body, headers)
+
+
+class Connection:
+    """One keep-alive connection; responses must carry Content-Length (uvicorn's do)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, port: int) -> AsyncIterator[Connection]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+        try:
+            yield cls(reader, writer)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        length = None
+        for line in header_lines:
+            key, _, value = line.partition(":")
+            if key.strip().lower() == "content-length":
+                length = int(value)
+        if length is None:
+            raise RuntimeError(f"no Content-Length in {head!r}")
+        return int(status_line.split()[1]), await self.reader.readexactly(length)
+
+
+async def fetch(port: int, request: bytes) -> tuple[int, bytes]:
+    async with Connection.open(port) as conn:
+        return await conn.exchange(request)
+
+
+@dataclass
+class LoadResult:
+    name: str
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    cpu_seconds: float | None = None
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+
+    def line(self) -> str:
+        cpu = (f"  server CPU {1000 * self.cpu_seconds / max(1, self.requests):6.2f} ms/req"
+               if self.cpu_seconds is not None else "")
+        return (f"{self.name:<22} {self.rate:8.1f} req/s   p50 {1000 * self.percentile(50):7.1f} ms"
+                f"   p95 {1000 * self.percentile(95):7.1f} ms   ({self.requests} requests, "
+                f"{self.errors} errors){cpu}")
+
+
+async def closed_loop(name: str, port: int, request: bytes, clients: int, duration: float,
+                      server: Server | None = None, max_requests: int = 1_000_000) -> LoadResult:
+    """`clients` connections each sending `request` back to back for `duration` seconds."""
+    result = LoadResult(name, duration)
+    deadline = time.perf_counter() + duration
+    budget = [max_requests]
+
+    async def client() -> None:
+        async with Connection.open(port) as conn:
+            while time.perf_counter() < deadline and budget[0] > 0:
+                budget[0] -= 1
+                start = time.perf_counter()
+                status, _ = await conn.exchange(request)
+                if status == 200:
+                    result.latencies.append(time.perf_counter() - start)
+                else:
+                    result.errors += 1
+
+    cpu_before = server.cpu_seconds() if server else 0.0
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    result.seconds = time.perf_counter() - started
+    if server is not None:
+        result.cpu_seconds = server.cpu_seconds() - cpu_before
+    return result
+
+
+def banner(title: str) -> None:
+    print(f"\n==== {title}", flush=True)
