@@ -36,6 +36,12 @@ def enum_type(cls: type[enum.Enum], name: str) -> Enum:
                 values_callable=lambda members: [m.value for m in members])
 
 
+def largest_key(column_type: TypeEngine[Any]) -> int:
+    """The largest integer key a column of this type holds on both engines (clients send keys
+    in ids and cursors; one beyond the range must be refused, not sent to the database)."""
+    return 2**63 - 1 if isinstance(column_type, BigInteger) else 2**31 - 1
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -60,16 +66,14 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):  # SQLite through some paths
-            value = dt.datetime.fromisoformat(value)
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC)
+        moment: dt.datetime = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=dt.UTC)
+        return moment.astimezone(dt.UTC)
 
 
 QUANTITY_SCALE = 6
 _QUANTUM = Decimal(1).scaleb(-QUANTITY_SCALE)
-_FACTOR = 10**QUANTITY_SCALE
 
 
 class Quantity(TypeDecorator[Decimal]):
@@ -100,8 +104,8 @@ class Quantity(TypeDecorator[Decimal]):
         if value is None:
             return None
         if dialect.name == "sqlite":
-            return (Decimal(int(value)) / _FACTOR).quantize(_QUANTUM)
-        return Decimal(value).quantize(_QUANTUM)
+            return Decimal(int(value)).scaleb(-QUANTITY_SCALE).quantize(_QUANTUM)
+        return Decimal(str(value)).quantize(_QUANTUM)
 
     def coerce_compared_value(self, op: Any, value: Any) -> Any:
         return self

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 import strawberry
 from graphql import (
     FieldNode,
+    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
@@ -29,6 +30,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.nodes import Selection
 
 from backend.auth import policy
+from backend.db import largest_key
 from backend.errors import DomainError, ErrorCode, Problem
 from backend.principal import Principal
 from backend.settings import Settings
@@ -168,13 +170,15 @@ def encode_cursor(key: int) -> str:
     return base64.urlsafe_b64encode(f"cursor:{key}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> int:
+def decode_cursor(cursor: str, largest: int = 2**63 - 1) -> int:
+    """The key in a cursor from `encode_cursor`; anything else is a client error."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        prefix, _, key = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
-        if prefix != "cursor":
+        prefix, _, text = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
+        key = int(text)
+        if prefix != "cursor" or not 0 <= key <= largest:
             raise ValueError(cursor)
-        return int(key)
+        return key
     except (binascii.Error, UnicodeDecodeError, ValueError) as error:
         raise public_error(f"invalid cursor {cursor!r}", "INVALID_INPUT") from error
 
@@ -190,7 +194,7 @@ def page_size(settings: Settings, first: int | None) -> int:
 
 async def paginate(
     info: Info,
-    stmt: Select[tuple[R]],
+    stmt: Select[R],
     key: InstrumentedAttribute[int],
     first: int | None,
     after: str | None,
@@ -204,7 +208,7 @@ async def paginate(
     size = page_size(info.context.settings, first)
     page_stmt = stmt
     if after:
-        page_stmt = page_stmt.where(key > decode_cursor(after))
+        page_stmt = page_stmt.where(key > decode_cursor(after, largest_key(key.type)))
     async with info.context.db.read() as session:
         rows = list((await session.scalars(page_stmt.order_by(key).limit(size + 1))).all())
     has_next = len(rows) > size
@@ -283,14 +287,14 @@ class AccessControl(SchemaExtension):
     which answers FORBIDDEN in the payload as the contract says.
     """
 
-    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
+    def on_execute(self) -> Iterator[None]:
         ctx = self.execution_context
         context: Context = ctx.context
         context.renew_loaders()
         document = ctx.graphql_document
         if document is not None:
             fragments = {d.name.value: d for d in document.definitions
-                         if not isinstance(d, OperationDefinitionNode)}
+                         if isinstance(d, FragmentDefinitionNode)}
             operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)
                           and (ctx.operation_name is None or (d.name and d.name.value == ctx.operation_name))]
             for operation in operations[:1]:

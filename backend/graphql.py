@@ -25,7 +25,8 @@ class Query(AuthQuery, CatalogQuery, OrdersQuery, AuditQuery):
     @strawberry.field
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
         """Any object by its global id; null when unknown or not visible to you."""
-        return await resolve_node(info, id)
+        node: Node | None = await resolve_node(info, id)
+        return node
 
 
 @strawberry.type

@@ -18,19 +18,10 @@ from strawberry.dataloader import DataLoader
 
 from backend.auth.models import User
 from backend.catalog.models import Characteristic, Equipment, Material, WorkCenter
-from backend.db import Base, Database
+from backend.db import Base, Database, largest_key
 from backend.orders.models import OrderComponent, OrderOperation, ProductionOrder
 
 M = TypeVar("M", bound=Base)
-
-_INT4_MAX = 2**31 - 1
-_INT8_MAX = 2**63 - 1
-
-
-def _largest_key(model: type[Base]) -> int:
-    """The largest primary key the model's `id` column can hold on every engine."""
-    column_type = model.__table__.c.id.type  # type: ignore[attr-defined]
-    return _INT8_MAX if isinstance(column_type, BigInteger) else _INT4_MAX
 
 
 class Loaders:
@@ -38,7 +29,7 @@ class Loaders:
         self._db = db
 
     def by_id(self, model: type[M]) -> DataLoader[int, M | None]:
-        largest = _largest_key(model)
+        largest = largest_key(model.__table__.c.id.type)
 
         async def load(ids: Sequence[int]) -> list[M | None]:
             # Keys come from clients (`node(id)`): one beyond the column's range matches no
@@ -47,8 +38,7 @@ class Loaders:
             found: dict[int, M] = {}
             if wanted:
                 async with self._db.read() as session:
-                    rows = await session.scalars(
-                        select(model).where(model.id.in_(wanted)))  # type: ignore[attr-defined]
+                    rows = await session.scalars(select(model).where(model.id.in_(wanted)))  # type: ignore[attr-defined]
                     found = {row.id: row for row in rows}  # type: ignore[attr-defined]
             return [found.get(i) for i in ids]
 

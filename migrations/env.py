@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -14,7 +17,7 @@ from backend.settings import get_settings
 URL: str = context.config.attributes.get("url") or get_settings().database_url
 
 
-def _configure(**kwargs: object) -> None:
+def _configure(**kwargs: Any) -> None:
     context.configure(
         target_metadata=Base.metadata,
         compare_type=True,
@@ -39,9 +42,21 @@ async def _online() -> None:
         await engine.dispose()
 
 
+def _run_to_completion(coroutine: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run, also when the caller is itself async (a loop runs in this thread):
+    then the migrations run on a loop of their own in another thread, and the caller waits."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coroutine)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="alembic") as pool:
+        pool.submit(asyncio.run, coroutine).result()
+
+
 if context.is_offline_mode():
     _configure(url=URL, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 else:
-    asyncio.run(_online())
+    _run_to_completion(_online())

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -21,17 +22,18 @@ class AuditEntryType(Node):
     entity_id: str
     changes: JSON | None
     hash: str = strawberry.field(description=(
-        "Hash of this entry and the one before it: editing or deleting any entry breaks the chain."))
+        "Hash of this entry and the one before it: "
+        "editing or deleting any entry breaks the chain."))
 
     @classmethod
     def from_row(cls, row: AuditEntry) -> AuditEntryType:
         return cls(id=to_global_id("AuditEntry", row.id), sequence=row.sequence, at=row.at,
                    actor=row.actor, action=row.action, entity_type=row.entity_type,
-                   entity_id=row.entity_id, changes=row.changes, hash=row.hash)
+                   entity_id=row.entity_id, changes=cast(JSON, row.changes), hash=row.hash)
 
 
-register_node("AuditEntry", NodeKind(lambda loaders: loaders.by_id(AuditEntry), AuditEntryType.from_row,
-                                     roles=QUERIES["auditTrail"]))
+register_node("AuditEntry", NodeKind(lambda loaders: loaders.by_id(AuditEntry),
+                                     AuditEntryType.from_row, roles=QUERIES["auditTrail"]))
 
 
 @strawberry.type
@@ -49,8 +51,8 @@ class AuditQuery:
         entity_type: str | None = None, entity_id: str | None = None,
     ) -> Connection[AuditEntryType]:
         """Every change, oldest first; filter by entity type (`ProductionOrder`) and id."""
-        return await paginate(info, service.trail_query(entity_type, entity_id), AuditEntry.sequence,
-                              first, after, AuditEntryType.from_row)
+        return await paginate(info, service.trail_query(entity_type, entity_id),
+                              AuditEntry.sequence, first, after, AuditEntryType.from_row)
 
     @strawberry.field
     async def verify_audit_trail(self, info: Info) -> AuditVerification:

@@ -70,7 +70,8 @@ async def append(session: AsyncSession, actor: str, pending: Sequence[PendingAud
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
     last = (
         await session.execute(
-            select(AuditEntry.sequence, AuditEntry.hash).order_by(AuditEntry.sequence.desc()).limit(1)
+            select(AuditEntry.sequence, AuditEntry.hash)
+            .order_by(AuditEntry.sequence.desc()).limit(1)
         )
     ).first()
     sequence, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
@@ -135,7 +136,7 @@ async def _count(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(AuditEntry)) or 0)
 
 
-def trail_query(entity_type: str | None, entity_id: str | None) -> Select[tuple[AuditEntry]]:
+def trail_query(entity_type: str | None, entity_id: str | None) -> Select[AuditEntry]:
     """The audit entries, optionally of one entity type or one entity, oldest first."""
     stmt = select(AuditEntry)
     if entity_type:

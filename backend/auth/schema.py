@@ -7,7 +7,15 @@ import strawberry
 from backend.auth import service
 from backend.auth.models import User
 from backend.errors import ErrorCode
-from backend.gql import Info, MutationError, Node, NodeKind, register_node, run_mutation, to_global_id
+from backend.gql import (
+    Info,
+    MutationError,
+    Node,
+    NodeKind,
+    register_node,
+    run_mutation,
+    to_global_id,
+)
 from backend.principal import Role
 from backend.uow import UnitOfWork
 
@@ -58,7 +66,8 @@ class UserPayload:
 
 @strawberry.type
 class ApiTokenPayload:
-    token: str | None = strawberry.field(default=None, description="Shown once; only its hash is stored.")
+    token: str | None = strawberry.field(
+        default=None, description="Shown once; only its hash is stored.")
     errors: list[MutationError] = strawberry.field(default_factory=list)
 
 
@@ -80,8 +89,7 @@ class AuthMutation:
     async def login(self, info: Info, username: str, password: str) -> LoginPayload:
         """Signs in; the same answer for an unknown user and a wrong password."""
         settings = info.context.settings
-        async with info.context.db.write() as session:
-            result = await service.login(session, settings, username, password)
+        result = await service.login(info.context.db, settings, username, password)
         if result.error is not None or result.user is None:
             return LoginPayload(errors=[MutationError(
                 code=ErrorCode.INVALID_INPUT, message=result.error or service.LOGIN_FAILED)])

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import delete, select, text
+from sqlalchemy import Select, delete, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth.models import ApiToken, LoginThrottle, User
-from backend.db import utcnow
+from backend.db import Database, utcnow
 from backend.errors import DomainError, ErrorCode, Problems
 from backend.principal import Principal, Role
 from backend.settings import Settings
@@ -61,6 +62,24 @@ def _check_roles(problems: Problems, field: str, roles: list[Role]) -> list[Role
     return sorted(set(roles), key=list(Role).index)
 
 
+async def _insert_unique(
+    uow: UnitOfWork, row: User | ApiToken, taken: Select[int], conflict: DomainError
+) -> None:
+    """Inserts `row`; raises `conflict` when its unique name was taken meanwhile.
+
+    The check before the insert is not enough on PostgreSQL: two transactions can both find
+    the name free, and the second insert then waits for the first to commit and fails. The
+    savepoint keeps the transaction usable to tell that case from any other fault.
+    """
+    try:
+        async with uow.session.begin_nested():
+            uow.session.add(row)
+    except IntegrityError:
+        if await uow.session.scalar(taken) is not None:
+            raise conflict from None
+        raise
+
+
 async def create_user(
     uow: UnitOfWork, settings: Settings, *, username: str, display_name: str, password: str,
     roles: list[Role],
@@ -70,7 +89,8 @@ async def create_user(
     username = username.strip()
     if not USERNAME_PATTERN.match(username):
         problems.invalid(
-            "username", "use 1-100 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
+            "username",
+            "use 1-100 letters, digits, '.', '_', '@' or '-', starting with a letter or digit",
         )
     display_name = display_name.strip() or username
     if len(display_name) > 200:
@@ -78,15 +98,18 @@ async def create_user(
     _check_password(problems, "password", password, settings)
     ordered_roles = _check_roles(problems, "roles", roles)
     problems.raise_if_any()
-    if await uow.session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise DomainError.one(ErrorCode.CONFLICT, f"user {username!r} already exists", "username")
+    # Hashed before the first statement: Argon2 takes a while, and on SQLite the transaction
+    # holds the database's single write lock from its first statement on.
+    password_hash = await asyncio.to_thread(hash_password, password)
+    taken = select(User.id).where(User.username == username)
+    conflict = DomainError.one(ErrorCode.CONFLICT, f"user {username!r} already exists", "username")
+    if await uow.session.scalar(taken) is not None:
+        raise conflict
     user = User(
-        username=username, display_name=display_name,
-        password_hash=await asyncio.to_thread(hash_password, password),
+        username=username, display_name=display_name, password_hash=password_hash,
         roles=[r.value for r in ordered_roles], active=True,
     )
-    uow.session.add(user)
-    await uow.session.flush()
+    await _insert_unique(uow, user, taken, conflict)
     uow.audit("user.create", "User", user.id,
               {"username": username, "displayName": display_name, "roles": user.roles})
     return user
@@ -114,15 +137,16 @@ async def create_api_token(
         problems.invalid("name", "give a name of 1-100 characters")
     ordered_roles = _check_roles(problems, "roles", roles)
     problems.raise_if_any()
-    if await uow.session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
-        raise DomainError.one(ErrorCode.CONFLICT, f"a token named {name!r} already exists", "name")
+    taken = select(ApiToken.id).where(ApiToken.name == name)
+    conflict = DomainError.one(ErrorCode.CONFLICT, f"a token named {name!r} already exists", "name")
+    if await uow.session.scalar(taken) is not None:
+        raise conflict
     token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
         name=name, token_hash=_hash_token(token), roles=[r.value for r in ordered_roles],
         created_by_id=uow.actor.user_id,
     )
-    uow.session.add(row)
-    await uow.session.flush()
+    await _insert_unique(uow, row, taken, conflict)
     uow.audit("token.create", "ApiToken", row.id, {"name": name, "roles": row.roles})
     return row, token
 
@@ -147,10 +171,12 @@ async def authenticate(session: AsyncSession, settings: Settings, token: str) ->
     if not token:
         return None
     if token.startswith(API_TOKEN_PREFIX):
-        row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash_token(token)))
+        row = await session.scalar(
+            select(ApiToken).where(ApiToken.token_hash == _hash_token(token)))
         if row is None or row.revoked_at is not None:
             return None
-        return Principal(name=row.name, roles=frozenset(Role(r) for r in row.roles), token_id=row.id)
+        return Principal(name=row.name, roles=frozenset(Role(r) for r in row.roles),
+                         token_id=row.id)
     try:
         data = _serializer(settings).loads(token, max_age=settings.token_ttl_seconds)
     except (SignatureExpired, BadSignature):
@@ -162,7 +188,8 @@ async def authenticate(session: AsyncSession, settings: Settings, token: str) ->
 
 
 def principal_of(user: User) -> Principal:
-    return Principal(name=user.username, roles=frozenset(Role(r) for r in user.roles), user_id=user.id)
+    return Principal(name=user.username, roles=frozenset(Role(r) for r in user.roles),
+                     user_id=user.id)
 
 
 @dataclass(frozen=True)
@@ -188,42 +215,61 @@ def _throttle_delay(settings: Settings, failures: int) -> float:
     return float(min(settings.login_max_delay_seconds, 2.0**over))
 
 
-async def login(session: AsyncSession, settings: Settings, username: str, password: str) -> LoginResult:
+def _refusal(settings: Settings, throttle: LoginThrottle | None, now: dt.datetime) -> str | None:
+    """Why an attempt for this user name is refused now, or None when it may be checked."""
+    if throttle is None:
+        return None
+    delay = _throttle_delay(settings, throttle.failures)
+    ready_at = throttle.last_failure_at + dt.timedelta(seconds=delay)
+    if ready_at <= now:
+        return None
+    seconds = max(1, int((ready_at - now).total_seconds() + 0.999))
+    return f"Too many failed sign-ins for this user name: try again in {seconds} s."
+
+
+async def login(db: Database, settings: Settings, username: str, password: str) -> LoginResult:
     """Checks a user name and password. Unknown user and wrong password answer alike.
 
     After a few failures in a row for one user name (known or not), further attempts for
     that name are refused, without checking the password, for a delay that doubles with
     each failure (capped): guessing slows to a crawl while other users are not affected.
-    The caller commits the session: the failure count is shared by every server process.
+    The failure count is in the database, shared by every server process.
+
+    The password is checked outside any transaction (Argon2 is slow on purpose, and on
+    SQLite a write transaction holds the database's only write lock). The outcome is then
+    recorded with attempts for the same name taking turns; an attempt whose name was
+    throttled meanwhile by concurrent failures is refused, so guesses sent at once cannot
+    slip past the count.
     """
     username = username.strip()[:100]
-    if session.get_bind().dialect.name == "postgresql":
-        # Attempts for one user name take turns (SQLite's single writer does this already):
-        # without it, guesses sent at once would all pass the check below before any
-        # failure is counted, and two first failures would both insert the throttle row.
-        await session.execute(text("SELECT pg_advisory_xact_lock(:space, :key)"),
-                              {"space": _LOGIN_LOCK_SPACE, "key": _lock_key(username)})
-    now = utcnow()
-    throttle = await session.get(LoginThrottle, username)
-    if throttle is not None:
-        wait = _throttle_delay(settings, throttle.failures)
-        ready_at = throttle.last_failure_at + dt.timedelta(seconds=wait)
-        if ready_at > now:
-            seconds = max(1, int((ready_at - now).total_seconds() + 0.999))
-            return LoginResult(None, None, f"Too many failed sign-ins for this user name: "
-                               f"try again in {seconds} s.")
-    user = await session.scalar(select(User).where(User.username == username))
+    async with db.read() as session:
+        refusal = _refusal(settings, await session.get(LoginThrottle, username), utcnow())
+        if refusal is not None:
+            return LoginResult(None, None, refusal)
+        user = await session.scalar(select(User).where(User.username == username))
     ok = await verify_password_async(user.password_hash if user else _DUMMY_HASH, password)
-    if user is None or not ok or not user.active:
-        failed_at = utcnow()  # the delay runs from the answer, not from the (slow) request
-        if throttle is None:
-            session.add(LoginThrottle(username=username, failures=1, last_failure_at=failed_at))
-        else:
-            throttle.failures += 1
-            throttle.last_failure_at = failed_at
-        return LoginResult(None, None, LOGIN_FAILED)
-    if throttle is not None:
-        await session.execute(delete(LoginThrottle).where(LoginThrottle.username == username))
+    succeeded = user is not None and ok and user.active
+
+    async with db.write() as session:
+        if db.dialect_name == "postgresql":
+            # SQLite's single writer already makes attempts take turns.
+            await session.execute(text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                                  {"space": _LOGIN_LOCK_SPACE, "key": _lock_key(username)})
+        throttle = await session.get(LoginThrottle, username)
+        now = utcnow()
+        refusal = _refusal(settings, throttle, now)
+        if refusal is not None:
+            return LoginResult(None, None, refusal)
+        if not succeeded:
+            if throttle is None:
+                session.add(LoginThrottle(username=username, failures=1, last_failure_at=now))
+            else:
+                throttle.failures += 1
+                throttle.last_failure_at = now
+            return LoginResult(None, None, LOGIN_FAILED)
+        if throttle is not None:
+            await session.execute(delete(LoginThrottle).where(LoginThrottle.username == username))
+    assert user is not None
     return LoginResult(user, issue_user_token(settings, user), None)
 
 

@@ -50,9 +50,7 @@ class Characteristic(Base):
 
     __tablename__ = "characteristics"
     __table_args__ = (
-        CheckConstraint(
-            "(material_id IS NULL) <> (operation_id IS NULL)", name="one_owner"
-        ),
+        CheckConstraint("(material_id IS NULL) <> (operation_id IS NULL)", name="one_owner"),
         Index("ix_characteristics_material_position", "material_id", "position"),
         Index("ix_characteristics_operation_position", "operation_id", "position"),
     )
@@ -64,7 +62,9 @@ class Characteristic(Base):
     )
     position: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(100))
-    kind: Mapped[CharacteristicKind] = mapped_column(enum_type(CharacteristicKind, "characteristic_kind"))
+    kind: Mapped[CharacteristicKind] = mapped_column(
+        enum_type(CharacteristicKind, "characteristic_kind")
+    )
     unit: Mapped[str | None] = mapped_column(String(20))
     nominal: Mapped[float | None] = mapped_column(Float)
     lower_limit: Mapped[float | None] = mapped_column(Float)

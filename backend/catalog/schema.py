@@ -44,9 +44,15 @@ class CharacteristicType(Node):
 
     @classmethod
     def from_row(cls, row: Characteristic) -> CharacteristicType:
-        return cls(id=to_global_id("Characteristic", row.id), name=row.name, kind=row.kind,
-                   unit=row.unit, nominal=row.nominal, lower_limit=row.lower_limit,
-                   upper_limit=row.upper_limit)
+        return cls(
+            id=to_global_id("Characteristic", row.id),
+            name=row.name,
+            kind=row.kind,
+            unit=row.unit,
+            nominal=row.nominal,
+            lower_limit=row.lower_limit,
+            upper_limit=row.upper_limit,
+        )
 
 
 @strawberry.type(name="Material")
@@ -60,16 +66,27 @@ class MaterialType(Node):
     lot_controlled: bool
     shelf_life_days: int | None
 
-    @strawberry.field(description="What incoming inspection checks on each received lot of this material.")
+    # strawberry.field(...) with arguments is typed as returning Any, hence the ignore.
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        description="What incoming inspection checks on each received lot of this material."
+    )
     async def incoming_characteristics(self, info: Info) -> list[CharacteristicType]:
         rows = await info.context.loaders.characteristics_of_material.load(self.pk)
         return [CharacteristicType.from_row(r) for r in rows]
 
     @classmethod
     def from_row(cls, row: Material) -> MaterialType:
-        return cls(id=to_global_id("Material", row.id), pk=row.id, code=row.code, name=row.name,
-                   kind=row.kind, unit=row.unit, gtin=row.gtin, lot_controlled=row.lot_controlled,
-                   shelf_life_days=row.shelf_life_days)
+        return cls(
+            id=to_global_id("Material", row.id),
+            pk=row.id,
+            code=row.code,
+            name=row.name,
+            kind=row.kind,
+            unit=row.unit,
+            gtin=row.gtin,
+            lot_controlled=row.lot_controlled,
+            shelf_life_days=row.shelf_life_days,
+        )
 
 
 @strawberry.type(name="Equipment")
@@ -92,9 +109,17 @@ class EquipmentType(Node):
 
     @classmethod
     def from_row(cls, row: Equipment) -> EquipmentType:
-        return cls(id=to_global_id("Equipment", row.id), pk=row.id, work_center_pk=row.work_center_id,
-                   code=row.code, name=row.name, ideal_cycle_seconds=row.ideal_cycle_seconds,
-                   state=row.state, state_reason=row.state_reason, state_since=row.state_since)
+        return cls(
+            id=to_global_id("Equipment", row.id),
+            pk=row.id,
+            work_center_pk=row.work_center_id,
+            code=row.code,
+            name=row.name,
+            ideal_cycle_seconds=row.ideal_cycle_seconds,
+            state=row.state,
+            state_reason=row.state_reason,
+            state_since=row.state_since,
+        )
 
 
 @strawberry.type(name="WorkCenter")
@@ -116,8 +141,9 @@ class WorkCenterType(Node):
 register_node("Material", NodeKind(lambda loaders: loaders.material, MaterialType.from_row))
 register_node("WorkCenter", NodeKind(lambda loaders: loaders.work_center, WorkCenterType.from_row))
 register_node("Equipment", NodeKind(lambda loaders: loaders.equipment, EquipmentType.from_row))
-register_node("Characteristic",
-              NodeKind(lambda loaders: loaders.characteristic, CharacteristicType.from_row))
+register_node(
+    "Characteristic", NodeKind(lambda loaders: loaders.characteristic, CharacteristicType.from_row)
+)
 
 
 @strawberry.input
@@ -130,8 +156,9 @@ class CharacteristicInput:
     upper_limit: float | None = None
 
     def spec(self) -> service.CharacteristicSpec:
-        return service.CharacteristicSpec(self.name, self.kind, self.unit, self.nominal,
-                                          self.lower_limit, self.upper_limit)
+        return service.CharacteristicSpec(
+            self.name, self.kind, self.unit, self.nominal, self.lower_limit, self.upper_limit
+        )
 
 
 @strawberry.input
@@ -176,11 +203,16 @@ class WorkCentersPayload:
 class CatalogQuery:
     @strawberry.field
     async def materials(
-        self, info: Info, first: int | None = None, after: str | None = None, search: str | None = None
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        search: str | None = None,
     ) -> Connection[MaterialType]:
         """Materials by code or name (`search` matches either, case-insensitively)."""
-        return await paginate(info, service.materials_query(search), Material.id, first, after,
-                              MaterialType.from_row)
+        return await paginate(
+            info, service.materials_query(search), Material.id, first, after, MaterialType.from_row
+        )
 
     @strawberry.field
     async def work_centers(self, info: Info) -> list[WorkCenterType]:
@@ -201,10 +233,17 @@ class CatalogMutation:
     async def upsert_materials(self, info: Info, input: list[MaterialInput]) -> MaterialsPayload:
         specs = [
             service.MaterialSpec(
-                code=m.code, name=m.name, kind=m.kind, unit=m.unit, lot_controlled=m.lot_controlled,
-                gtin=m.gtin, shelf_life_days=m.shelf_life_days,
-                incoming_characteristics=None if m.incoming_characteristics is None
-                else [c.spec() for c in m.incoming_characteristics])
+                code=m.code,
+                name=m.name,
+                kind=m.kind,
+                unit=m.unit,
+                lot_controlled=m.lot_controlled,
+                gtin=m.gtin,
+                shelf_life_days=m.shelf_life_days,
+                incoming_characteristics=None
+                if m.incoming_characteristics is None
+                else [c.spec() for c in m.incoming_characteristics],
+            )
             for m in input
         ]
 
@@ -215,12 +254,20 @@ class CatalogMutation:
         return await run_mutation(info, MaterialsPayload, work)
 
     @strawberry.mutation
-    async def upsert_work_centers(self, info: Info, input: list[WorkCenterInput]) -> WorkCentersPayload:
+    async def upsert_work_centers(
+        self, info: Info, input: list[WorkCenterInput]
+    ) -> WorkCentersPayload:
         specs = [
             service.WorkCenterSpec(
-                code=w.code, name=w.name,
-                equipment=None if w.equipment is None else [
-                    service.EquipmentSpec(e.code, e.name, e.ideal_cycle_seconds) for e in w.equipment])
+                code=w.code,
+                name=w.name,
+                equipment=None
+                if w.equipment is None
+                else [
+                    service.EquipmentSpec(e.code, e.name, e.ideal_cycle_seconds)
+                    for e in w.equipment
+                ],
+            )
             for w in input
         ]
 

@@ -7,7 +7,12 @@ from typing import Any
 
 import strawberry
 
-from backend.catalog.schema import CharacteristicInput, CharacteristicType, MaterialType, WorkCenterType
+from backend.catalog.schema import (
+    CharacteristicInput,
+    CharacteristicType,
+    MaterialType,
+    WorkCenterType,
+)
 from backend.gql import (
     Connection,
     Info,
@@ -64,11 +69,19 @@ class OrderOperationType(Node):
 
     @classmethod
     def from_row(cls, row: OrderOperation) -> OrderOperationType:
-        return cls(id=to_global_id("OrderOperation", row.id), pk=row.id,
-                   work_center_pk=row.work_center_id, sequence=row.sequence, name=row.name,
-                   instructions=row.instructions, status=row.status,
-                   quantity_good=row.quantity_good, quantity_scrap=row.quantity_scrap,
-                   started_at=row.started_at, completed_at=row.completed_at)
+        return cls(
+            id=to_global_id("OrderOperation", row.id),
+            pk=row.id,
+            work_center_pk=row.work_center_id,
+            sequence=row.sequence,
+            name=row.name,
+            instructions=row.instructions,
+            status=row.status,
+            quantity_good=row.quantity_good,
+            quantity_scrap=row.quantity_scrap,
+            started_at=row.started_at,
+            completed_at=row.completed_at,
+        )
 
 
 @strawberry.type(name="OrderComponent")
@@ -87,8 +100,13 @@ class OrderComponentType:
 
     @classmethod
     def from_row(cls, row: OrderComponent) -> OrderComponentType:
-        return cls(pk=row.id, material_pk=row.material_id, quantity_required=row.quantity_required,
-                   quantity_consumed=row.quantity_consumed, operation_sequence=row.operation_sequence)
+        return cls(
+            pk=row.id,
+            material_pk=row.material_id,
+            quantity_required=row.quantity_required,
+            quantity_consumed=row.quantity_consumed,
+            operation_sequence=row.operation_sequence,
+        )
 
 
 @strawberry.type(name="ProductionOrder")
@@ -129,15 +147,30 @@ class ProductionOrderType(Node):
 
     @classmethod
     def from_row(cls, row: ProductionOrder) -> ProductionOrderType:
-        return cls(id=to_global_id("ProductionOrder", row.id), pk=row.id, product_pk=row.product_id,
-                   work_center_pk=row.work_center_id, number=row.number, external_id=row.external_id,
-                   quantity=row.quantity, quantity_good=row.quantity_good,
-                   quantity_scrap=row.quantity_scrap, status=row.status, priority=row.priority,
-                   due_at=row.due_at, created_at=row.created_at, updated_at=row.updated_at)
+        return cls(
+            id=to_global_id("ProductionOrder", row.id),
+            pk=row.id,
+            product_pk=row.product_id,
+            work_center_pk=row.work_center_id,
+            number=row.number,
+            external_id=row.external_id,
+            quantity=row.quantity,
+            quantity_good=row.quantity_good,
+            quantity_scrap=row.quantity_scrap,
+            status=row.status,
+            priority=row.priority,
+            due_at=row.due_at,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
 
 
-register_node("ProductionOrder", NodeKind(lambda loaders: loaders.order, ProductionOrderType.from_row))
-register_node("OrderOperation", NodeKind(lambda loaders: loaders.operation, OrderOperationType.from_row))
+register_node(
+    "ProductionOrder", NodeKind(lambda loaders: loaders.order, ProductionOrderType.from_row)
+)
+register_node(
+    "OrderOperation", NodeKind(lambda loaders: loaders.operation, OrderOperationType.from_row)
+)
 
 
 @strawberry.input
@@ -158,9 +191,12 @@ class OperationDefinitionInput:
 
 @strawberry.input
 class ProductionOrderInput:
-    external_id: str = strawberry.field(description=(
-        "The ERP's own key: sending the same order again updates it (while PLANNED) "
-        "or changes nothing."))
+    external_id: str = strawberry.field(
+        description=(
+            "The ERP's own key: sending the same order again updates it (while PLANNED) "
+            "or changes nothing."
+        )
+    )
     number: str
     product_code: str
     quantity: Decimal
@@ -172,14 +208,27 @@ class ProductionOrderInput:
 
     def spec(self) -> service.OrderSpec:
         return service.OrderSpec(
-            external_id=self.external_id, number=self.number, product_code=self.product_code,
-            quantity=self.quantity, due_at=self.due_at, priority=self.priority,
+            external_id=self.external_id,
+            number=self.number,
+            product_code=self.product_code,
+            quantity=self.quantity,
+            due_at=self.due_at,
+            priority=self.priority,
             work_center_code=self.work_center_code,
-            components=[service.ComponentSpec(c.material_code, c.quantity, c.operation_sequence)
-                        for c in self.components],
-            operations=[service.OperationSpec(
-                o.sequence, o.name, o.work_center_code, o.instructions,
-                [c.spec() for c in o.characteristics or []]) for o in self.operations],
+            components=[
+                service.ComponentSpec(c.material_code, c.quantity, c.operation_sequence)
+                for c in self.components
+            ],
+            operations=[
+                service.OperationSpec(
+                    o.sequence,
+                    o.name,
+                    o.work_center_code,
+                    o.instructions,
+                    [c.spec() for c in o.characteristics or []],
+                )
+                for o in self.operations
+            ],
         )
 
 
@@ -203,18 +252,30 @@ class OrdersQuery:
 
     @strawberry.field
     async def production_orders(
-        self, info: Info, first: int | None = None, after: str | None = None,
-        status: list[OrderStatus] | None = None, work_center: str | None = None,
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        status: list[OrderStatus] | None = None,
+        work_center: str | None = None,
     ) -> Connection[ProductionOrderType]:
         """Orders in the order the ERP created them; filter by status and work center code."""
-        return await paginate(info, service.orders_query(status, work_center), ProductionOrder.id,
-                              first, after, ProductionOrderType.from_row)
+        return await paginate(
+            info,
+            service.orders_query(status, work_center),
+            ProductionOrder.id,
+            first,
+            after,
+            ProductionOrderType.from_row,
+        )
 
 
 @strawberry.type
 class OrdersMutation:
     @strawberry.mutation
-    async def upsert_production_order(self, info: Info, input: ProductionOrderInput) -> ProductionOrderPayload:
+    async def upsert_production_order(
+        self, info: Info, input: ProductionOrderInput
+    ) -> ProductionOrderPayload:
         spec = input.spec()
 
         async def work(uow: UnitOfWork) -> dict[str, Any]:
@@ -230,7 +291,9 @@ class OrdersMutation:
         return await run_mutation(info, ProductionOrderPayload, work)
 
     @strawberry.mutation
-    async def hold_production_order(self, info: Info, number: str, reason: str) -> ProductionOrderPayload:
+    async def hold_production_order(
+        self, info: Info, number: str, reason: str
+    ) -> ProductionOrderPayload:
         async def work(uow: UnitOfWork) -> dict[str, Any]:
             return _order_payload(await service.hold(uow, number, reason))
 
@@ -244,7 +307,9 @@ class OrdersMutation:
         return await run_mutation(info, ProductionOrderPayload, work)
 
     @strawberry.mutation
-    async def cancel_production_order(self, info: Info, number: str, reason: str) -> ProductionOrderPayload:
+    async def cancel_production_order(
+        self, info: Info, number: str, reason: str
+    ) -> ProductionOrderPayload:
         async def work(uow: UnitOfWork) -> dict[str, Any]:
             return _order_payload(await service.cancel(uow, number, reason))
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import validation
@@ -73,8 +73,11 @@ def _clean(spec: OrderSpec) -> OrderSpec:
     number = validation.code(problems, "number", spec.number)
     product_code = validation.code(problems, "productCode", spec.product_code)
     quantity = validation.positive_quantity(problems, "quantity", spec.quantity)
-    wc_code = (validation.code(problems, "workCenterCode", spec.work_center_code)
-               if spec.work_center_code is not None and spec.work_center_code.strip() else None)
+    wc_code = (
+        validation.code(problems, "workCenterCode", spec.work_center_code)
+        if spec.work_center_code is not None and spec.work_center_code.strip()
+        else None
+    )
     priority = spec.priority if spec.priority is not None else 0
     if not -1_000_000 <= priority <= 1_000_000:
         problems.invalid("priority", "must be between -1000000 and 1000000")
@@ -93,31 +96,49 @@ def _clean(spec: OrderSpec) -> OrderSpec:
         elif op.sequence in sequences:
             problems.invalid(f"{at}.sequence", f"sequence {op.sequence} appears twice")
         sequences.add(op.sequence)
-        operations.append(OperationSpec(
-            sequence=op.sequence,
-            name=validation.name(problems, f"{at}.name", op.name),
-            work_center_code=(validation.code(problems, f"{at}.workCenterCode", op.work_center_code)
-                              if op.work_center_code is not None and op.work_center_code.strip()
-                              else None),
-            instructions=validation.text(problems, f"{at}.instructions", op.instructions),
-            characteristics=catalog.check_characteristics(
-                problems, f"{at}.characteristics", op.characteristics or []),
-        ))
+        operations.append(
+            OperationSpec(
+                sequence=op.sequence,
+                name=validation.name(problems, f"{at}.name", op.name),
+                work_center_code=(
+                    validation.code(problems, f"{at}.workCenterCode", op.work_center_code)
+                    if op.work_center_code is not None and op.work_center_code.strip()
+                    else None
+                ),
+                instructions=validation.text(problems, f"{at}.instructions", op.instructions),
+                characteristics=catalog.check_characteristics(
+                    problems, f"{at}.characteristics", op.characteristics or []
+                ),
+            )
+        )
     components = []
     for i, comp in enumerate(spec.components):
         at = f"components.{i}"
         if comp.operation_sequence is not None and comp.operation_sequence not in sequences:
-            problems.invalid(f"{at}.operationSequence",
-                             f"no operation with sequence {comp.operation_sequence} in this order")
-        components.append(ComponentSpec(
-            material_code=validation.code(problems, f"{at}.materialCode", comp.material_code),
-            quantity=validation.positive_quantity(problems, f"{at}.quantity", comp.quantity),
-            operation_sequence=comp.operation_sequence,
-        ))
+            problems.invalid(
+                f"{at}.operationSequence",
+                f"no operation with sequence {comp.operation_sequence} in this order",
+            )
+        components.append(
+            ComponentSpec(
+                material_code=validation.code(problems, f"{at}.materialCode", comp.material_code),
+                quantity=validation.positive_quantity(problems, f"{at}.quantity", comp.quantity),
+                operation_sequence=comp.operation_sequence,
+            )
+        )
     problems.raise_if_any()
     operations.sort(key=lambda o: o.sequence)
-    return OrderSpec(external_id, number, product_code, quantity, components, operations,
-                     spec.due_at, priority, wc_code)
+    return OrderSpec(
+        external_id,
+        number,
+        product_code,
+        quantity,
+        components,
+        operations,
+        spec.due_at,
+        priority,
+        wc_code,
+    )
 
 
 def content_hash(spec: OrderSpec) -> str:
@@ -129,12 +150,21 @@ def content_hash(spec: OrderSpec) -> str:
         "dueAt": spec.due_at.astimezone(dt.UTC).isoformat() if spec.due_at else None,
         "priority": spec.priority,
         "workCenter": spec.work_center_code,
-        "components": [[c.material_code, str(c.quantity), c.operation_sequence]
-                       for c in spec.components],
-        "operations": [[o.sequence, o.name, o.work_center_code, o.instructions,
-                        catalog.characteristics_snapshot(catalog.characteristic_rows(
-                            o.characteristics or []))]
-                       for o in spec.operations],
+        "components": [
+            [c.material_code, str(c.quantity), c.operation_sequence] for c in spec.components
+        ],
+        "operations": [
+            [
+                o.sequence,
+                o.name,
+                o.work_center_code,
+                o.instructions,
+                catalog.characteristics_snapshot(
+                    catalog.characteristic_rows(o.characteristics or [])
+                ),
+            ]
+            for o in spec.operations
+        ],
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
@@ -143,24 +173,42 @@ async def _resolve_codes(
     session: AsyncSession, spec: OrderSpec
 ) -> tuple[dict[str, Material], dict[str, WorkCenter]]:
     material_codes = {spec.product_code, *(c.material_code for c in spec.components)}
-    wc_codes = {c for c in [spec.work_center_code, *(o.work_center_code for o in spec.operations)] if c}
-    materials = {m.code: m for m in await session.scalars(
-        select(Material).where(Material.code.in_(material_codes)))}
-    centers = {w.code: w for w in await session.scalars(
-        select(WorkCenter).where(WorkCenter.code.in_(wc_codes)))} if wc_codes else {}
+    wc_codes = {
+        c for c in [spec.work_center_code, *(o.work_center_code for o in spec.operations)] if c
+    }
+    materials = {
+        m.code: m
+        for m in await session.scalars(select(Material).where(Material.code.in_(material_codes)))
+    }
+    centers = (
+        {
+            w.code: w
+            for w in await session.scalars(select(WorkCenter).where(WorkCenter.code.in_(wc_codes)))
+        }
+        if wc_codes
+        else {}
+    )
     problems = Problems()
     if spec.product_code not in materials:
         problems.add(ErrorCode.NOT_FOUND, f"no material {spec.product_code!r}", "productCode")
     if spec.work_center_code and spec.work_center_code not in centers:
-        problems.add(ErrorCode.NOT_FOUND, f"no work center {spec.work_center_code!r}", "workCenterCode")
+        problems.add(
+            ErrorCode.NOT_FOUND, f"no work center {spec.work_center_code!r}", "workCenterCode"
+        )
     for i, comp in enumerate(spec.components):
         if comp.material_code not in materials:
-            problems.add(ErrorCode.NOT_FOUND, f"no material {comp.material_code!r}",
-                         f"components.{i}.materialCode")
+            problems.add(
+                ErrorCode.NOT_FOUND,
+                f"no material {comp.material_code!r}",
+                f"components.{i}.materialCode",
+            )
     for i, op in enumerate(spec.operations):
         if op.work_center_code and op.work_center_code not in centers:
-            problems.add(ErrorCode.NOT_FOUND, f"no work center {op.work_center_code!r}",
-                         f"operations.{i}.workCenterCode")
+            problems.add(
+                ErrorCode.NOT_FOUND,
+                f"no work center {op.work_center_code!r}",
+                f"operations.{i}.workCenterCode",
+            )
     problems.raise_if_any()
     return materials, centers
 
@@ -173,14 +221,27 @@ async def upsert(uow: UnitOfWork, raw: OrderSpec) -> ProductionOrder:
     """
     spec = _clean(raw)
     session = uow.session
+    await catalog.serialise(uow, "order", [f"ext:{spec.external_id}", f"number:{spec.number}"])
     materials, centers = await _resolve_codes(session, spec)
     digest = content_hash(spec)
-    order = await session.scalar(
-        select(ProductionOrder).where(ProductionOrder.external_id == spec.external_id))
-    holder = await session.scalar(select(ProductionOrder).where(ProductionOrder.number == spec.number))
+    known = list(
+        await session.scalars(
+            select(ProductionOrder).where(
+                or_(
+                    ProductionOrder.external_id == spec.external_id,
+                    ProductionOrder.number == spec.number,
+                )
+            )
+        )
+    )
+    order = next((o for o in known if o.external_id == spec.external_id), None)
+    holder = next((o for o in known if o.number == spec.number), None)
     if holder is not None and (order is None or holder.id != order.id):
-        raise DomainError.one(ErrorCode.CONFLICT,
-                              f"order number {spec.number} is taken by another ERP order", "number")
+        raise DomainError.one(
+            ErrorCode.CONFLICT,
+            f"order number {spec.number} is taken by another ERP order",
+            "number",
+        )
     if order is not None:
         if order.content_hash == digest:
             return order
@@ -192,14 +253,19 @@ async def upsert(uow: UnitOfWork, raw: OrderSpec) -> ProductionOrder:
             )
     now = utcnow()
     header = {
-        "number": spec.number, "product_id": materials[spec.product_code].id,
-        "quantity": spec.quantity, "due_at": spec.due_at, "priority": spec.priority,
+        "number": spec.number,
+        "product_id": materials[spec.product_code].id,
+        "quantity": spec.quantity,
+        "due_at": spec.due_at,
+        "priority": spec.priority,
         "work_center_id": centers[spec.work_center_code].id if spec.work_center_code else None,
-        "content_hash": digest, "updated_at": now,
+        "content_hash": digest,
+        "updated_at": now,
     }
     if order is None:
-        order = ProductionOrder(external_id=spec.external_id, status=OrderStatus.PLANNED,
-                                created_at=now, **header)
+        order = ProductionOrder(
+            external_id=spec.external_id, status=OrderStatus.PLANNED, created_at=now, **header
+        )
         session.add(order)
         await session.flush()
         action = "order.create"
@@ -210,30 +276,64 @@ async def upsert(uow: UnitOfWork, raw: OrderSpec) -> ProductionOrder:
             setattr(order, key, value)
         action = "order.update"
     for position, comp in enumerate(spec.components):
-        session.add(OrderComponent(
-            order_id=order.id, position=position, material_id=materials[comp.material_code].id,
-            quantity_required=comp.quantity, operation_sequence=comp.operation_sequence))
-    for op in spec.operations:
-        row = OrderOperation(
-            order_id=order.id, sequence=op.sequence, name=op.name, instructions=op.instructions,
+        session.add(
+            OrderComponent(
+                order_id=order.id,
+                position=position,
+                material_id=materials[comp.material_code].id,
+                quantity_required=comp.quantity,
+                operation_sequence=comp.operation_sequence,
+            )
+        )
+    operations = [
+        OrderOperation(
+            order_id=order.id,
+            sequence=op.sequence,
+            name=op.name,
+            instructions=op.instructions,
             status=OperationStatus.PENDING,
-            work_center_id=centers[op.work_center_code].id if op.work_center_code else None)
-        session.add(row)
-        await session.flush()
+            work_center_id=centers[op.work_center_code].id if op.work_center_code else None,
+        )
+        for op in spec.operations
+    ]
+    session.add_all(operations)
+    await session.flush()  # one batched INSERT for the lines, which gives the operations ids
+    for op, row in zip(spec.operations, operations, strict=True):
         for char in catalog.characteristic_rows(op.characteristics or []):
             char.operation_id = row.id
             session.add(char)
     await session.flush()
-    uow.audit(action, "ProductionOrder", order.id, {
-        "externalId": spec.external_id, "number": spec.number, "product": spec.product_code,
-        "quantity": spec.quantity, "dueAt": spec.due_at, "priority": spec.priority,
-        "workCenter": spec.work_center_code,
-        "components": [{"material": c.material_code, "quantity": c.quantity,
-                        "operationSequence": c.operation_sequence} for c in spec.components],
-        "operations": [{"sequence": o.sequence, "name": o.name, "workCenter": o.work_center_code,
-                        "characteristics": [c.name for c in o.characteristics or []]}
-                       for o in spec.operations],
-    })
+    uow.audit(
+        action,
+        "ProductionOrder",
+        order.id,
+        {
+            "externalId": spec.external_id,
+            "number": spec.number,
+            "product": spec.product_code,
+            "quantity": spec.quantity,
+            "dueAt": spec.due_at,
+            "priority": spec.priority,
+            "workCenter": spec.work_center_code,
+            "components": [
+                {
+                    "material": c.material_code,
+                    "quantity": c.quantity,
+                    "operationSequence": c.operation_sequence,
+                }
+                for c in spec.components
+            ],
+            "operations": [
+                {
+                    "sequence": o.sequence,
+                    "name": o.name,
+                    "workCenter": o.work_center_code,
+                    "characteristics": [c.name for c in o.characteristics or []],
+                }
+                for o in spec.operations
+            ],
+        },
+    )
     uow.publish(CHANNEL, {"id": order.id, "number": order.number})
     return order
 
@@ -241,7 +341,9 @@ async def upsert(uow: UnitOfWork, raw: OrderSpec) -> ProductionOrder:
 # ---------------------------------------------------------------- state machine
 
 
-async def get_for_update(session: AsyncSession, number: str, field: str = "number") -> ProductionOrder:
+async def get_for_update(
+    session: AsyncSession, number: str, field: str = "number"
+) -> ProductionOrder:
     """The order by number, row-locked on PostgreSQL; NOT_FOUND otherwise."""
     stmt = select(ProductionOrder).where(ProductionOrder.number == number.strip())
     if session.get_bind().dialect.name == "postgresql":
@@ -253,18 +355,22 @@ async def get_for_update(session: AsyncSession, number: str, field: str = "numbe
 
 
 def _refuse(order: ProductionOrder, verb: str) -> DomainError:
-    return DomainError.one(ErrorCode.INVALID_TRANSITION,
-                           f"order {order.number} is {order.status.value}: it cannot be {verb}")
+    return DomainError.one(
+        ErrorCode.INVALID_TRANSITION,
+        f"order {order.number} is {order.status.value}: it cannot be {verb}",
+    )
 
 
-def set_status(uow: UnitOfWork, order: ProductionOrder, status: OrderStatus, action: str,
-               **details: object) -> None:
+def set_status(
+    uow: UnitOfWork, order: ProductionOrder, status: OrderStatus, action: str, **details: object
+) -> None:
     """Moves the order to `status`, with its audit entry and change event."""
     before = order.status
     order.status = status
     order.updated_at = utcnow()
-    uow.audit(action, "ProductionOrder", order.id,
-              {"status": [before.value, status.value], **details})
+    uow.audit(
+        action, "ProductionOrder", order.id, {"status": [before.value, status.value], **details}
+    )
     uow.publish(CHANNEL, {"id": order.id, "number": order.number})
 
 
@@ -283,8 +389,11 @@ async def release(uow: UnitOfWork, number: str) -> ProductionOrder:
     if order.status is not OrderStatus.PLANNED:
         raise _refuse(order, "released")
     first = await uow.session.scalar(
-        select(OrderOperation).where(OrderOperation.order_id == order.id)
-        .order_by(OrderOperation.sequence).limit(1))
+        select(OrderOperation)
+        .where(OrderOperation.order_id == order.id)
+        .order_by(OrderOperation.sequence)
+        .limit(1)
+    )
     if first is not None:
         first.status = OperationStatus.READY
     set_status(uow, order, OrderStatus.RELEASED, "order.release")
@@ -333,36 +442,53 @@ async def close(uow: UnitOfWork, number: str) -> ProductionOrder:
 
 
 async def by_number(session: AsyncSession, number: str) -> ProductionOrder | None:
-    return await session.scalar(select(ProductionOrder).where(ProductionOrder.number == number.strip()))
+    return await session.scalar(
+        select(ProductionOrder).where(ProductionOrder.number == number.strip())
+    )
 
 
 def orders_query(
     statuses: Sequence[OrderStatus] | None, work_center_code: str | None
-) -> Select[tuple[ProductionOrder]]:
+) -> Select[ProductionOrder]:
     stmt = select(ProductionOrder)
     if statuses:
         stmt = stmt.where(ProductionOrder.status.in_(list(statuses)))
     if work_center_code is not None:
-        stmt = stmt.where(ProductionOrder.work_center_id.in_(
-            select(WorkCenter.id).where(WorkCenter.code == work_center_code.strip())))
+        stmt = stmt.where(
+            ProductionOrder.work_center_id.in_(
+                select(WorkCenter.id).where(WorkCenter.code == work_center_code.strip())
+            )
+        )
     return stmt
 
 
 async def components_of(session: AsyncSession, order_ids: Sequence[int]) -> list[OrderComponent]:
-    return list(await session.scalars(
-        select(OrderComponent).where(OrderComponent.order_id.in_(order_ids))
-        .order_by(OrderComponent.order_id, OrderComponent.position)))
+    return list(
+        await session.scalars(
+            select(OrderComponent)
+            .where(OrderComponent.order_id.in_(order_ids))
+            .order_by(OrderComponent.order_id, OrderComponent.position)
+        )
+    )
 
 
 async def operations_of(session: AsyncSession, order_ids: Sequence[int]) -> list[OrderOperation]:
-    return list(await session.scalars(
-        select(OrderOperation).where(OrderOperation.order_id.in_(order_ids))
-        .order_by(OrderOperation.order_id, OrderOperation.sequence)))
+    return list(
+        await session.scalars(
+            select(OrderOperation)
+            .where(OrderOperation.order_id.in_(order_ids))
+            .order_by(OrderOperation.order_id, OrderOperation.sequence)
+        )
+    )
 
 
 async def characteristics_of_operations(
     session: AsyncSession, operation_ids: Sequence[int]
 ) -> list[Characteristic]:
-    return list(await session.scalars(
-        select(Characteristic).where(Characteristic.operation_id.in_(operation_ids))
-        .order_by(Characteristic.operation_id, Characteristic.position)))
+    return list(
+        await session.scalars(
+            select(Characteristic)
+            .where(Characteristic.operation_id.in_(operation_ids))
+            .order_by(Characteristic.operation_id, Characteristic.position)
+        )
+    )

@@ -285,3 +285,26 @@ async def test_me_is_null_for_an_api_token_but_reads_work(
     token = data["createApiToken"]["token"]
     body = await bearer(anonymous, token).data("{ me { username } materials { totalCount } }")
     assert body == {"me": None, "materials": {"totalCount": 0}}
+
+
+async def test_the_housekeeping_job_forgets_day_old_failures_only(
+    anonymous: Gql, db: Database, settings: Settings, make_user: MakeUser
+) -> None:
+    from backend.auth.tasks import prune_login_throttle
+    from backend.events import InProcessBroadcast
+    from backend.jobs import JobContext
+
+    await make_user("alice", Role.OPERATOR)
+    for name in ("alice", "bob"):
+        for attempt in range(settings.login_free_failures):
+            await login(anonymous, name, f"wrong-{attempt}")
+    await set_last_failure(db, "alice", 25 * 3600)
+    await set_last_failure(db, "bob", 23 * 3600)
+
+    assert await prune_login_throttle(JobContext(db=db, broadcast=InProcessBroadcast())) == 1
+
+    assert await failures_of(db, "alice") is None
+    assert await failures_of(db, "bob") == settings.login_free_failures
+    # Alice starts afresh: her next failure is the first again.
+    await login(anonymous, "alice", "wrong-again")
+    assert await failures_of(db, "alice") == 1

@@ -26,12 +26,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-PAGE = ("SELECT id, number, status, quantity, product_id, work_center_id FROM production_orders"
-        " ORDER BY id LIMIT $1")
-OPERATIONS = ("SELECT order_id, sequence, name, status, work_center_id FROM order_operations"
-              " WHERE order_id = ANY($1::int[]) ORDER BY order_id, sequence")
-COMPONENTS = ("SELECT order_id, quantity_required, material_id FROM order_components"
-              " WHERE order_id = ANY($1::int[]) ORDER BY order_id, position")
+PAGE = (
+    "SELECT id, number, status, quantity, product_id, work_center_id FROM production_orders"
+    " ORDER BY id LIMIT $1"
+)
+OPERATIONS = (
+    "SELECT order_id, sequence, name, status, work_center_id FROM order_operations"
+    " WHERE order_id = ANY($1::int[]) ORDER BY order_id, sequence"
+)
+COMPONENTS = (
+    "SELECT order_id, quantity_required, material_id FROM order_components"
+    " WHERE order_id = ANY($1::int[]) ORDER BY order_id, position"
+)
 MATERIALS = "SELECT id, code, name FROM materials WHERE id = ANY($1::int[])"
 WORK_CENTERS = "SELECT id, code, name FROM work_centers WHERE id = ANY($1::int[])"
 
@@ -44,35 +50,55 @@ async def orders_page(pool: asyncpg.Pool, first: int) -> dict[str, Any]:
         operations = await conn.fetch(OPERATIONS, ids)
         components = await conn.fetch(COMPONENTS, ids)
         material_ids = {r["product_id"] for r in page} | {r["material_id"] for r in components}
-        center_ids = ({r["work_center_id"] for r in page} | {r["work_center_id"] for r in operations}
-                      ) - {None}
-        materials = {r["id"]: {"code": r["code"], "name": r["name"]}
-                     for r in await conn.fetch(MATERIALS, list(material_ids))}
-        centers = {r["id"]: (r["code"], r["name"])
-                   for r in await conn.fetch(WORK_CENTERS, list(center_ids))}
+        center_ids = (
+            {r["work_center_id"] for r in page} | {r["work_center_id"] for r in operations}
+        ) - {None}
+        materials = {
+            r["id"]: {"code": r["code"], "name": r["name"]}
+            for r in await conn.fetch(MATERIALS, list(material_ids))
+        }
+        centers = {
+            r["id"]: (r["code"], r["name"])
+            for r in await conn.fetch(WORK_CENTERS, list(center_ids))
+        }
 
     ops_of: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in operations:
         wc = r["work_center_id"]
-        ops_of[r["order_id"]].append({
-            "sequence": r["sequence"], "name": r["name"], "status": r["status"],
-            "workCenter": None if wc is None else {"code": centers[wc][0]},
-        })
+        ops_of[r["order_id"]].append(
+            {
+                "sequence": r["sequence"],
+                "name": r["name"],
+                "status": r["status"],
+                "workCenter": None if wc is None else {"code": centers[wc][0]},
+            }
+        )
     comps_of: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in components:
-        comps_of[r["order_id"]].append({
-            "quantityRequired": str(r["quantity_required"]), "material": materials[r["material_id"]],
-        })
+        comps_of[r["order_id"]].append(
+            {
+                "quantityRequired": str(r["quantity_required"]),
+                "material": materials[r["material_id"]],
+            }
+        )
     edges = []
     for r in page:
         wc = r["work_center_id"]
-        edges.append({"node": {
-            "number": r["number"], "status": r["status"], "quantity": str(r["quantity"]),
-            "product": materials[r["product_id"]],
-            "workCenter": None if wc is None else {"code": centers[wc][0], "name": centers[wc][1]},
-            "operations": ops_of.get(r["id"], []),
-            "components": comps_of.get(r["id"], []),
-        }})
+        edges.append(
+            {
+                "node": {
+                    "number": r["number"],
+                    "status": r["status"],
+                    "quantity": str(r["quantity"]),
+                    "product": materials[r["product_id"]],
+                    "workCenter": None
+                    if wc is None
+                    else {"code": centers[wc][0], "name": centers[wc][1]},
+                    "operations": ops_of.get(r["id"], []),
+                    "components": comps_of.get(r["id"], []),
+                }
+            }
+        )
     return {"data": {"productionOrders": {"edges": edges}}}
 
 
@@ -101,8 +127,9 @@ def main() -> None:
     parser.add_argument("--dsn", required=True)
     args = parser.parse_args()
     # The same uvicorn settings as `mes serve` (uvloop, httptools, info log with access lines).
-    uvicorn.run(create_app(args.dsn), host="127.0.0.1", port=args.port, log_level="info",
-                proxy_headers=True)
+    uvicorn.run(
+        create_app(args.dsn), host="127.0.0.1", port=args.port, log_level="info", proxy_headers=True
+    )
 
 
 if __name__ == "__main__":

@@ -20,12 +20,21 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from backend.catalog import service as catalog
+from backend.catalog.models import MaterialKind
+from backend.db import Database
+from backend.orders import service as orders
+from backend.principal import SYSTEM
+from backend.uow import transaction
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -60,8 +69,11 @@ def recreate_postgres(url: str) -> None:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
             conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
     except Exception as error:  # the benchmark was asked for: say why it cannot run
-        pytest.fail(f"PostgreSQL at {parsed.host}:{parsed.port} is not usable: "
-                    f"{str(error).splitlines()[0]}", pytrace=False)
+        pytest.fail(
+            f"PostgreSQL at {parsed.host}:{parsed.port} is not usable: "
+            f"{str(error).splitlines()[0]}",
+            pytrace=False,
+        )
     finally:
         engine.dispose()
 
@@ -82,6 +94,106 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+# ---------------------------------------------------------------- data
+
+PRODUCTS = 20
+RAW_MATERIALS = 60
+WORK_CENTERS = 8
+
+
+async def seed_master_data(db: Database) -> None:
+    """Finished goods FG-000.., raw materials RM-000.., work centers WC-00.."""
+    async with transaction(db, SYSTEM) as uow:
+        await catalog.upsert_materials(
+            uow,
+            [
+                *(
+                    catalog.MaterialSpec(
+                        f"FG-{p:03d}",
+                        f"Finished good {p}",
+                        MaterialKind.FINISHED,
+                        "pcs",
+                        lot_controlled=True,
+                    )
+                    for p in range(PRODUCTS)
+                ),
+                *(
+                    catalog.MaterialSpec(
+                        f"RM-{m:03d}",
+                        f"Raw material {m}",
+                        MaterialKind.RAW,
+                        "kg",
+                        lot_controlled=True,
+                    )
+                    for m in range(RAW_MATERIALS)
+                ),
+            ],
+        )
+        await catalog.upsert_work_centers(
+            uow,
+            [
+                catalog.WorkCenterSpec(f"WC-{w:02d}", f"Work center {w}")
+                for w in range(WORK_CENTERS)
+            ],
+        )
+
+
+def _wc(k: int) -> str:
+    return f"WC-{k % WORK_CENTERS:02d}"
+
+
+def order_spec(i: int) -> orders.OrderSpec:
+    """Order i: 4 operations, 5 components; every 7th order without a work center, every 3rd
+    with a last operation without one (so that the reads also return nulls)."""
+    return orders.OrderSpec(
+        external_id=f"ERP-{i:05d}",
+        number=f"PO-{i:05d}",
+        product_code=f"FG-{i % PRODUCTS:03d}",
+        quantity=Decimal(100 + i % 37) + Decimal("0.25") * (i % 4),
+        work_center_code=None if i % 7 == 0 else _wc(i),
+        operations=[
+            orders.OperationSpec(
+                sequence=10 * (s + 1),
+                name=f"Step {s + 1} of PO-{i:05d}",
+                work_center_code=None if (s == 3 and i % 3 == 0) else _wc(i + s),
+            )
+            for s in range(4)
+        ],
+        components=[
+            orders.ComponentSpec(
+                material_code=f"RM-{(i * 5 + c) % RAW_MATERIALS:03d}",
+                quantity=Decimal(c + 1) * Decimal("1.5"),
+                operation_sequence=10 * (c % 4 + 1),
+            )
+            for c in range(5)
+        ],
+    )
+
+
+def order_input(i: int) -> dict[str, Any]:
+    """Order i as the ERP sends it: the `ProductionOrderInput` of `upsertProductionOrder`."""
+    spec = order_spec(i)
+    return {
+        "externalId": spec.external_id,
+        "number": spec.number,
+        "productCode": spec.product_code,
+        "quantity": str(spec.quantity),
+        "workCenterCode": spec.work_center_code,
+        "operations": [
+            {"sequence": o.sequence, "name": o.name, "workCenterCode": o.work_center_code}
+            for o in spec.operations
+        ],
+        "components": [
+            {
+                "materialCode": c.material_code,
+                "quantity": str(c.quantity),
+                "operationSequence": c.operation_sequence,
+            }
+            for c in spec.components
+        ],
+    }
+
+
 # ---------------------------------------------------------------- processes
 
 
@@ -100,8 +212,15 @@ def server_env(database_url: str) -> dict[str, str]:
 
 def mes(database_url: str, *args: str, cwd: Path) -> str:
     """Runs `mes ARGS` against the database; returns its stdout."""
-    done = subprocess.run([str(BIN / "mes"), *args], env=server_env(database_url), cwd=cwd,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [str(BIN / "mes"), *args],
+        env=server_env(database_url),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.fail(f"mes {' '.join(args)} failed: {done.stderr.strip()}", pytrace=False)
     return done.stdout
@@ -121,19 +240,24 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(name: str, argv: Sequence[str], port: int, env: dict[str, str], cwd: Path,
-          log_dir: Path) -> Iterator[Server]:
+def serve(
+    name: str, argv: Sequence[str], port: int, env: dict[str, str], cwd: Path, log_dir: Path
+) -> Iterator[Server]:
     """Starts a server process, waits for it to answer on `port`, stops it at the end."""
     log = log_dir / f"{name}.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            list(argv), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT
+        )
     server = Server(name, port, process, log)
     try:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                pytest.fail(f"{name} exited with {process.returncode}:\n{log.read_text()[-2000:]}",
-                            pytrace=False)
+                pytest.fail(
+                    f"{name} exited with {process.returncode}:\n{log.read_text()[-2000:]}",
+                    pytrace=False,
+                )
             try:
                 socket.create_connection(("127.0.0.1", port), 0.2).close()
                 break
@@ -151,17 +275,26 @@ def serve(name: str, argv: Sequence[str], port: int, env: dict[str, str], cwd: P
             process.wait(5)
 
 
-def mes_serve(database_url: str, cwd: Path, log_dir: Path) -> contextlib.AbstractContextManager[Server]:
+def mes_serve(
+    database_url: str, cwd: Path, log_dir: Path
+) -> contextlib.AbstractContextManager[Server]:
     port = free_port()
-    return serve("mes-serve", [str(BIN / "mes"), "serve", "--port", str(port)], port,
-                 server_env(database_url), cwd, log_dir)
+    return serve(
+        "mes-serve",
+        [str(BIN / "mes"), "serve", "--port", str(port)],
+        port,
+        server_env(database_url),
+        cwd,
+        log_dir,
+    )
 
 
 # ---------------------------------------------------------------- HTTP
 
 
-def http_request(method: str, path: str, port: int, body: bytes = b"",
-                 headers: dict[str, str] | None = None) -> bytes:
+def http_request(
+    method: str, path: str, port: int, body: bytes = b"", headers: dict[str, str] | None = None
+) -> bytes:
     """One HTTP/1.1 keep-alive request, ready to write."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
@@ -170,8 +303,9 @@ def http_request(method: str, path: str, port: int, body: bytes = b"",
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def graphql_request(port: int, query: str, variables: dict[str, Any] | None = None,
-                    token: str | None = None) -> bytes:
+def graphql_request(
+    port: int, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+) -> bytes:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -222,6 +356,15 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     cpu_seconds: float | None = None
+    database: Activity | None = None
+
+    def add(self, other: LoadResult) -> None:
+        """Merges another run of the same server (rounds alternate between servers)."""
+        self.seconds += other.seconds
+        self.latencies += other.latencies
+        self.errors += other.errors
+        if other.cpu_seconds is not None:
+            self.cpu_seconds = (self.cpu_seconds or 0.0) + other.cpu_seconds
 
     @property
     def requests(self) -> int:
@@ -233,18 +376,33 @@ class LoadResult:
 
     def percentile(self, p: float) -> float:
         ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+        return (
+            ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+        )
 
     def line(self) -> str:
-        cpu = (f"  server CPU {1000 * self.cpu_seconds / max(1, self.requests):6.2f} ms/req"
-               if self.cpu_seconds is not None else "")
-        return (f"{self.name:<22} {self.rate:8.1f} req/s   p50 {1000 * self.percentile(50):7.1f} ms"
-                f"   p95 {1000 * self.percentile(95):7.1f} ms   ({self.requests} requests, "
-                f"{self.errors} errors){cpu}")
+        per = max(1, self.requests)
+        extra = ""
+        if self.cpu_seconds is not None:
+            extra += f"; server CPU {1000 * self.cpu_seconds / per:.2f} ms/req"
+        if self.database is not None:
+            extra += f"; PostgreSQL busy {self.database.active_ms / per:.2f} ms/req"
+        return (
+            f"{self.name:<32} {self.rate:7.1f} req/s  p50 {1000 * self.percentile(50):7.1f} ms  "
+            f"p95 {1000 * self.percentile(95):7.1f} ms  ({self.requests} requests, "
+            f"{self.errors} errors{extra})"
+        )
 
 
-async def closed_loop(name: str, port: int, request: bytes, clients: int, duration: float,
-                      server: Server | None = None, max_requests: int = 1_000_000) -> LoadResult:
+async def closed_loop(
+    name: str,
+    port: int,
+    request: bytes,
+    clients: int,
+    duration: float,
+    server: Server | None = None,
+    max_requests: int = 1_000_000,
+) -> LoadResult:
     """`clients` connections each sending `request` back to back for `duration` seconds."""
     result = LoadResult(name, duration)
     deadline = time.perf_counter() + duration
@@ -270,5 +428,56 @@ async def closed_loop(name: str, port: int, request: bytes, clients: int, durati
     return result
 
 
+@dataclass(frozen=True)
+class Activity:
+    """What PostgreSQL counted for one database (pg_stat_database)."""
+
+    sessions: int
+    active_ms: float
+
+    def __sub__(self, other: Activity) -> Activity:
+        return Activity(self.sessions - other.sessions, self.active_ms - other.active_ms)
+
+
+async def database_activity(url: str) -> Activity:
+    """Sessions ever opened in the database at `url`, and ms spent executing statements.
+
+    A backend reports these when it exits, and while it runs at most every second (possibly
+    10 s late): read them once the processes that used the database have closed their
+    connections, and give each server a database of its own.
+    """
+    await asyncio.sleep(0.5)
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        row = await conn.fetchrow(
+            "SELECT sessions, active_time FROM pg_stat_database WHERE datname = current_database()"
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    # This connection counts as a session already: leave it out.
+    return Activity(int(row["sessions"]) - 1, float(row["active_time"]))
+
+
+def clone_postgres(source: str, target: str) -> None:
+    """Creates the database `target` as a copy of `source` (nobody may be connected to it)."""
+    engine = create_engine(
+        make_url(source).set(drivername="postgresql+psycopg", database="postgres"),
+        isolation_level="AUTOCOMMIT",
+    )
+    try:
+        with engine.connect() as conn:
+            name = make_url(target).database
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(source).database}"'))
+    finally:
+        engine.dispose()
+
+
+def report(line: str = "") -> None:
+    """Benchmarks exist to print their figures (run them with -s)."""
+    print(line, flush=True)  # noqa: T201
+
+
 def banner(title: str) -> None:
-    print(f"\n==== {title}", flush=True)
+    report(f"\n==== {title}")

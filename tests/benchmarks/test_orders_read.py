@@ -3,13 +3,15 @@
 500 stored orders, each with a product, a work center, 4 operations and 5 components. Two
 real server processes on loopback: `mes serve`, and `baseline_orders.py` (Starlette + asyncpg,
 the same queries keyed by the page's ids, JSON built by hand). Both must return the same
-`data`; then each takes 20 concurrent keep-alive clients for a warm-up and a measured run.
-Printed: requests/s, p50, p95, server CPU per request, and GraphQL ÷ baseline. Also the SQL
+`data`; then each takes 20 concurrent keep-alive clients, after a warm-up, in alternating
+rounds (so that a burst of other load on the machine hits both alike). Printed: requests/s,
+p50, p95, server CPU per request, and GraphQL ÷ baseline; the same with 1 client; and the SQL
 statements per request for 10 and for 50 orders, counted in-process.
 
 Run: MES_BENCH=1 pytest tests/benchmarks/test_orders_read.py -s
-(MES_BENCH_DATABASE_URL names the PostgreSQL server; MES_BENCH_SECONDS, MES_BENCH_WARMUP and
-MES_BENCH_CLIENTS change the load.)
+MES_BENCH_DATABASE_URL names the PostgreSQL server (the database gets an `_orders` suffix and
+is dropped at the end); MES_BENCH_SECONDS (measured seconds per server, default 10),
+MES_BENCH_ROUNDS (default 2), MES_BENCH_WARMUP and MES_BENCH_CLIENTS change the load.
 """
 
 from __future__ import annotations
@@ -19,18 +21,15 @@ import json
 import os
 import sys
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import benchkit
 import httpx
 import uvloop
 from sqlalchemy import event
 
-import benchkit
 from backend.app import create_app
-from backend.catalog import service as catalog
-from backend.catalog.models import MaterialKind
 from backend.db import Database
 from backend.migrate import upgrade
 from backend.orders import service as orders
@@ -39,10 +38,8 @@ from backend.settings import Settings
 from backend.uow import transaction
 
 ORDERS = 500
-PRODUCTS = 20
-RAW_MATERIALS = 60
-WORK_CENTERS = 8
 CLIENTS = int(os.environ.get("MES_BENCH_CLIENTS", "20"))
+ROUNDS = int(os.environ.get("MES_BENCH_ROUNDS", "2"))
 
 QUERY = """query Orders($first: Int) {
   productionOrders(first: $first) {
@@ -57,47 +54,25 @@ QUERY = """query Orders($first: Int) {
 }"""
 
 
-def order_spec(i: int) -> orders.OrderSpec:
-    """Order i: every 7th without a work center, every 3rd with an operation without one."""
-    wc = lambda k: f"WC-{k % WORK_CENTERS:02d}"  # noqa: E731
-    return orders.OrderSpec(
-        external_id=f"ERP-{i:05d}", number=f"PO-{i:05d}", product_code=f"FG-{i % PRODUCTS:03d}",
-        quantity=Decimal(100 + i % 37) + Decimal("0.25") * (i % 4),
-        work_center_code=None if i % 7 == 0 else wc(i),
-        operations=[orders.OperationSpec(sequence=10 * (s + 1), name=f"Step {s + 1} of PO-{i:05d}",
-                                         work_center_code=None if (s == 3 and i % 3 == 0) else wc(i + s))
-                    for s in range(4)],
-        components=[orders.ComponentSpec(material_code=f"RM-{(i * 5 + c) % RAW_MATERIALS:03d}",
-                                         quantity=Decimal(c + 1) * Decimal("1.5"),
-                                         operation_sequence=10 * (c % 4 + 1))
-                    for c in range(5)],
-    )
-
-
 async def seed(url: str) -> None:
     db = Database(url)
     try:
-        async with transaction(db, SYSTEM) as uow:
-            await catalog.upsert_materials(uow, [
-                *(catalog.MaterialSpec(f"FG-{p:03d}", f"Finished good {p}", MaterialKind.FINISHED, "pcs",
-                                       lot_controlled=True) for p in range(PRODUCTS)),
-                *(catalog.MaterialSpec(f"RM-{m:03d}", f"Raw material {m}", MaterialKind.RAW, "kg",
-                                       lot_controlled=True) for m in range(RAW_MATERIALS)),
-            ])
-            await catalog.upsert_work_centers(uow, [
-                catalog.WorkCenterSpec(f"WC-{w:02d}", f"Work center {w}") for w in range(WORK_CENTERS)])
+        await benchkit.seed_master_data(db)
         for batch in range(0, ORDERS, 50):
             async with transaction(db, SYSTEM) as uow:
                 for i in range(batch, batch + 50):
-                    await orders.upsert(uow, order_spec(i))
+                    await orders.upsert(uow, benchkit.order_spec(i))
     finally:
         await db.dispose()
 
 
 async def statement_counts(url: str, token: str) -> dict[int, int]:
     """SQL statements the app sends for one read of `first` orders (in-process, same app)."""
-    settings = Settings(database_url=url, secret_key=benchkit.SECRET_KEY,
-                        _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(
+        database_url=url,
+        secret_key=benchkit.SECRET_KEY,
+        _env_file=None,  # type: ignore[call-arg]
+    )
     app = create_app(settings)
     counts: dict[int, int] = {}
     async with app.router.lifespan_context(app):
@@ -114,8 +89,10 @@ async def statement_counts(url: str, token: str) -> dict[int, int]:
                 for first in (10, 50, 10, 50):  # the first pair warms the caches
                     seen.clear()
                     response = await client.post(
-                        "/graphql", json={"query": QUERY, "variables": {"first": first}},
-                        headers={"Authorization": f"Bearer {token}"})
+                        "/graphql",
+                        json={"query": QUERY, "variables": {"first": first}},
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
                     body = response.json()
                     assert "errors" not in body, body
                     assert len(body["data"]["productionOrders"]["edges"]) == first
@@ -125,65 +102,116 @@ async def statement_counts(url: str, token: str) -> dict[int, int]:
     return counts
 
 
-async def measure(gql: benchkit.Server, base: benchkit.Server, token: str
-                  ) -> tuple[dict[str, Any], list[benchkit.LoadResult]]:
+async def compare(gql: bytes, base: bytes) -> dict[str, Any]:
+    gql_json, base_json = json.loads(gql), json.loads(base)
+    assert "errors" not in gql_json, gql_json["errors"]
+    assert len(gql_json["data"]["productionOrders"]["edges"]) == 50
+    return {
+        "same_data": gql_json["data"] == base_json["data"],
+        "same_bytes": gql == base,
+        "bytes": len(gql),
+    }
+
+
+async def measure(
+    gql: benchkit.Server, base: benchkit.Server, token: str
+) -> tuple[dict[str, Any], list[benchkit.LoadResult], list[int]]:
+    """(the response check, the load results, requests sent to each server in all)."""
     gql_request = benchkit.graphql_request(gql.port, QUERY, {"first": 50}, token)
     base_request = benchkit.http_request("GET", "/orders?first=50", base.port)
-
     status, gql_body = await benchkit.fetch(gql.port, gql_request)
     assert status == 200, gql_body[:500]
     status, base_body = await benchkit.fetch(base.port, base_request)
     assert status == 200, base_body[:500]
-    gql_json, base_json = json.loads(gql_body), json.loads(base_body)
-    assert "errors" not in gql_json, gql_json["errors"]
-    assert len(gql_json["data"]["productionOrders"]["edges"]) == 50
-    check = {"same_data": gql_json["data"] == base_json["data"],
-             "same_bytes": gql_body == base_body, "bytes": len(gql_body)}
+    check = await compare(gql_body, base_body)
     assert check["same_data"], "the baseline must answer exactly what GraphQL answers"
 
-    warmup, duration = benchkit.seconds("MES_BENCH_WARMUP", 3), benchkit.seconds("MES_BENCH_SECONDS", 10)
-    results = []
-    for name, server, request in (("GraphQL (mes serve)", gql, gql_request),
-                                  ("baseline (asyncpg)", base, base_request)):
-        await benchkit.closed_loop("warm-up", server.port, request, CLIENTS, warmup)
-        results.append(await benchkit.closed_loop(name, server.port, request, CLIENTS, duration, server))
-    for name, server, request in (("GraphQL, 1 client", gql, gql_request),
-                                  ("baseline, 1 client", base, base_request)):
-        results.append(await benchkit.closed_loop(name, server.port, request, 1, 2.0, server))
-    return check, results
+    warmup = benchkit.seconds("MES_BENCH_WARMUP", 3)
+    duration = benchkit.seconds("MES_BENCH_SECONDS", 10) / ROUNDS
+    plan = [
+        (benchkit.LoadResult("GraphQL (mes serve)", 0), gql, gql_request),
+        (benchkit.LoadResult("baseline (asyncpg)", 0), base, base_request),
+    ]
+    sent = [1, 1]
+    for k, (_, server, request) in enumerate(plan):
+        warm = await benchkit.closed_loop("warm-up", server.port, request, CLIENTS, warmup)
+        sent[k] += warm.requests + warm.errors
+    for _ in range(ROUNDS):
+        for total, server, request in plan:
+            total.add(
+                await benchkit.closed_loop(
+                    total.name, server.port, request, CLIENTS, duration, server
+                )
+            )
+    single = [
+        await benchkit.closed_loop(f"{total.name}, 1 client", server.port, request, 1, 3, server)
+        for total, server, request in plan
+    ]
+    for k, result in enumerate([plan[0][0], plan[1][0]]):
+        sent[k] += result.requests + result.errors + single[k].requests + single[k].errors
+    return check, [plan[0][0], plan[1][0], *single], sent
 
 
 def test_orders_read(tmp_path: Path) -> None:
     url = benchkit.postgres_url("orders")
-    benchkit.banner(f"productionOrders(first: 50), {ORDERS} orders on PostgreSQL, {CLIENTS} clients")
+    # The baseline reads a copy: PostgreSQL's per-database figures then belong to one server.
+    base_url = benchkit.postgres_url("orders_baseline")
+    benchkit.banner(
+        f"productionOrders(first: 50) over HTTP: {ORDERS} orders on PostgreSQL, {CLIENTS} clients"
+    )
     started = time.perf_counter()
     benchkit.recreate_postgres(url)
     upgrade(url)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(seed(url))
-        print(f"seeded {ORDERS} orders in {time.perf_counter() - started:.1f} s", flush=True)
-        token = benchkit.mes(url, "create-token", "bench", "--role", "INTEGRATOR", cwd=tmp_path).strip()
-        counts = runner.run(statement_counts(url, token))
-        baseline_argv = [sys.executable, str(Path(__file__).with_name("baseline_orders.py")),
-                         "--dsn", benchkit.asyncpg_dsn(url)]
+        benchkit.report(f"seeded {ORDERS} orders in {time.perf_counter() - started:.1f} s")
+        token = benchkit.mes(url, "create-token", "bench", "--role", "INTEGRATOR", cwd=tmp_path)
+        counts = runner.run(statement_counts(url, token.strip()))
+        benchkit.clone_postgres(url, base_url)
+        before = [runner.run(benchkit.database_activity(u)) for u in (url, base_url)]
         base_port = benchkit.free_port()
-        with benchkit.mes_serve(url, tmp_path, tmp_path) as gql, benchkit.serve(
-                "baseline", [*baseline_argv, "--port", str(base_port)], base_port,
-                benchkit.server_env(url), tmp_path, tmp_path) as base:
-            check, results = runner.run(measure(gql, base, token))
+        baseline_argv = [
+            sys.executable,
+            str(Path(__file__).with_name("baseline_orders.py")),
+            f"--dsn={benchkit.asyncpg_dsn(base_url)}",
+            f"--port={base_port}",
+        ]
+        env = benchkit.server_env(base_url)
+        with (
+            benchkit.mes_serve(url, tmp_path, tmp_path) as gql,
+            benchkit.serve("baseline", baseline_argv, base_port, env, tmp_path, tmp_path) as base,
+        ):
+            check, results, sent = runner.run(measure(gql, base, token.strip()))
+        # The servers have stopped, so their connections have reported everything.
+        used = [
+            runner.run(benchkit.database_activity(u)) - b
+            for u, b in zip((url, base_url), before, strict=True)
+        ]
+    for u in (url, base_url):
+        benchkit.drop_postgres(u)
 
-    print(f"response: {check['bytes']} bytes; same data as the baseline: {check['same_data']}; "
-          f"byte-identical: {check['same_bytes']}")
+    benchkit.report(
+        f"response {check['bytes']} bytes; same data as the baseline: {check['same_data']}; "
+        f"byte-identical: {check['same_bytes']}"
+    )
     for result in results:
-        print(result.line())
+        benchkit.report(result.line())
     graphql, baseline, graphql_1, baseline_1 = results
-    print(f"ratio GraphQL / baseline: {graphql.rate / baseline.rate:.2f} in requests/s (aim >= 0.5); "
-          f"p50 {graphql.percentile(50) / baseline.percentile(50):.1f}x; "
-          f"1 client p50 {graphql_1.percentile(50) / baseline_1.percentile(50):.1f}x")
-    print(f"SQL statements per request: {counts[10]} for 10 orders, {counts[50]} for 50 orders "
-          f"(baseline: 5); total time {time.perf_counter() - started:.0f} s")
-    benchkit.drop_postgres(url)
-    assert graphql.errors == 0 and baseline.errors == 0
-    # 50 orders can need fewer statements than 10: when the orders' work centers already cover
-    # every operation's, the second work-center batch is all DataLoader cache hits.
+    for name, activity, requests in zip(("GraphQL", "baseline"), used, sent, strict=True):
+        benchkit.report(
+            f"PostgreSQL for the {name} server, over all its {requests} requests: busy "
+            f"{activity.active_ms / requests:.2f} ms/req, {activity.sessions} connections opened"
+        )
+    benchkit.report(
+        f"ratio GraphQL / baseline: {graphql.rate / baseline.rate:.3f} in requests/s "
+        f"(aim >= 0.5); 1 client: {graphql_1.rate / baseline_1.rate:.3f}"
+    )
+    benchkit.report(
+        f"SQL statements per request: {counts[10]} for 10 orders, {counts[50]} for 50 orders "
+        f"(baseline: 5); whole benchmark {time.perf_counter() - started:.0f} s"
+    )
+    assert graphql.errors == 0
+    assert baseline.errors == 0
+    # 50 orders may need fewer statements than 10: when the orders' work centers already cover
+    # every operation's, the operations' work-center batch is all DataLoader cache hits.
     assert counts[50] <= counts[10], "the statement count must not grow with the page"

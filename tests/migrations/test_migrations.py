@@ -115,3 +115,11 @@ def test_postgres_empty_database_upgrades_to_head_and_matches_models(
     fresh_postgres_url: str,
 ) -> None:
     _assert_upgrades_from_empty(fresh_postgres_url)
+
+
+async def test_upgrade_and_check_from_async_code(tmp_path: Path) -> None:
+    """env.py runs its own event loop; called from a coroutine it uses a thread for it."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'from-async.db'}"
+    upgrade(url)
+    check(url)
+    assert _state(url)[0] == _head()

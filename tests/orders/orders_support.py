@@ -13,12 +13,12 @@ from backend.db import Database, utcnow
 from backend.orders.models import OrderStatus, ProductionOrder
 
 
-
 class Caller(Protocol):
     """The root conftest's `Gql`: a GraphQL caller signed in as someone."""
 
-    async def __call__(self, query: str, variables: dict[str, Any] | None = None,
-                       **kw: Any) -> dict[str, Any]: ...
+    async def __call__(
+        self, query: str, variables: dict[str, Any] | None = None, **kw: Any
+    ) -> dict[str, Any]: ...
 
     async def data(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]: ...
 
@@ -95,7 +95,13 @@ mutation($input: [WorkCenterInput!]!) {{
 """
 
 PLANT_MATERIALS = [
-    {"code": "FG-1", "name": "Finished good", "kind": "FINISHED", "unit": "pcs", "lotControlled": True},
+    {
+        "code": "FG-1",
+        "name": "Finished good",
+        "kind": "FINISHED",
+        "unit": "pcs",
+        "lotControlled": True,
+    },
     {"code": "RM-1", "name": "Resin", "kind": "RAW", "unit": "kg", "lotControlled": True},
     {"code": "RM-2", "name": "Pigment", "kind": "RAW", "unit": "kg", "lotControlled": True},
     {"code": "PK-1", "name": "Carton", "kind": "PACKAGING", "unit": "pcs", "lotControlled": False},
@@ -131,15 +137,25 @@ def order_input(external_id: str = "ERP-1", number: str = "PO-1", **changes: Any
         ],
         "operations": [
             {
-                "sequence": 10, "name": "Mix", "workCenterCode": "WC-1",
+                "sequence": 10,
+                "name": "Mix",
+                "workCenterCode": "WC-1",
                 "instructions": "Mix for 20 minutes",
                 "characteristics": [
-                    {"name": "Viscosity", "kind": "NUMERIC", "unit": "Pa.s", "nominal": 2.0,
-                     "lowerLimit": 1.5, "upperLimit": 2.5},
+                    {
+                        "name": "Viscosity",
+                        "kind": "NUMERIC",
+                        "unit": "Pa.s",
+                        "nominal": 2.0,
+                        "lowerLimit": 1.5,
+                        "upperLimit": 2.5,
+                    },
                 ],
             },
             {
-                "sequence": 20, "name": "Fill", "workCenterCode": "WC-2",
+                "sequence": 20,
+                "name": "Fill",
+                "workCenterCode": "WC-2",
                 "characteristics": [{"name": "Seal intact", "kind": "ATTRIBUTE"}],
             },
         ],
@@ -157,18 +173,25 @@ async def row_counts(db: Database) -> dict[str, int]:
         }
 
 
-async def set_status(db: Database, number: str, status: OrderStatus,
-                     held_from: OrderStatus | None = None) -> None:
+async def set_status(
+    db: Database, number: str, status: OrderStatus, held_from: OrderStatus | None = None
+) -> None:
     """Puts an order in a state directly (the shop-floor moves come in a later issue)."""
     async with db.write() as session:
         await session.execute(
-            update(ProductionOrder).where(ProductionOrder.number == number)
-            .values(status=status, held_from=held_from))
+            update(ProductionOrder)
+            .where(ProductionOrder.number == number)
+            .values(status=status, held_from=held_from)
+        )
 
 
 async def insert_orders(
-    db: Database, count: int, *, prefix: str = "BULK",
-    statuses: list[OrderStatus] | None = None, work_centers: list[str | None] | None = None,
+    db: Database,
+    count: int,
+    *,
+    prefix: str = "BULK",
+    statuses: list[OrderStatus] | None = None,
+    work_centers: list[str | None] | None = None,
 ) -> list[str]:
     """`count` bare orders of FG-1 in one statement; status and work center cycle through the lists.
 
@@ -178,17 +201,26 @@ async def insert_orders(
     work_centers = work_centers or [None]
     now = utcnow()
     async with db.write() as session:
-        product_id = (await session.execute(
-            select(Material.id).where(Material.code == "FG-1"))).scalar_one()
+        product_id = (
+            await session.execute(select(Material.id).where(Material.code == "FG-1"))
+        ).scalar_one()
         centers = dict((await session.execute(select(WorkCenter.code, WorkCenter.id))).all())
         rows = [
             {
-                "number": f"{prefix}-{i:04d}", "external_id": f"{prefix}-EXT-{i:04d}",
-                "product_id": product_id, "quantity": Decimal(10), "quantity_good": Decimal(0),
-                "quantity_scrap": Decimal(0), "status": statuses[i % len(statuses)],
-                "priority": 0, "content_hash": "0" * 64,
-                "work_center_id": centers[wc] if (wc := work_centers[i % len(work_centers)]) else None,
-                "created_at": now + dt.timedelta(microseconds=i), "updated_at": now,
+                "number": f"{prefix}-{i:04d}",
+                "external_id": f"{prefix}-EXT-{i:04d}",
+                "product_id": product_id,
+                "quantity": Decimal(10),
+                "quantity_good": Decimal(0),
+                "quantity_scrap": Decimal(0),
+                "status": statuses[i % len(statuses)],
+                "priority": 0,
+                "content_hash": "0" * 64,
+                "work_center_id": centers[wc]
+                if (wc := work_centers[i % len(work_centers)])
+                else None,
+                "created_at": now + dt.timedelta(microseconds=i),
+                "updated_at": now,
             }
             for i in range(count)
         ]

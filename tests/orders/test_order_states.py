@@ -31,11 +31,17 @@ ALLOWED: dict[str, set[OrderStatus]] = {
     "cancel": {S.PLANNED, S.RELEASED, S.ON_HOLD},
     "close": {S.COMPLETED},
 }
-REFUSED = [(action, status) for action in ACTIONS for status in OrderStatus
-           if status not in ALLOWED[action]]
+REFUSED = [
+    (action, status)
+    for action in ACTIONS
+    for status in OrderStatus
+    if status not in ALLOWED[action]
+]
 
 
-async def act(caller: Caller, action: str, number: str = "PO-1", **variables: Any) -> dict[str, Any]:
+async def act(
+    caller: Caller, action: str, number: str = "PO-1", **variables: Any
+) -> dict[str, Any]:
     document, defaults = ACTIONS[action]
     body = await caller.data(document, {"number": number, **defaults, **variables})
     payload: dict[str, Any] = body[MUTATION_FIELD[action]]
@@ -49,7 +55,9 @@ async def status_of(caller: Caller, number: str = "PO-1") -> dict[str, Any]:
 
 async def last_audit(db: Database) -> AuditEntry:
     async with db.read() as session:
-        entry = await session.scalar(select(AuditEntry).order_by(AuditEntry.sequence.desc()).limit(1))
+        entry = await session.scalar(
+            select(AuditEntry).order_by(AuditEntry.sequence.desc()).limit(1)
+        )
     assert entry is not None
     return entry
 
@@ -68,13 +76,18 @@ async def test_release_readies_the_first_operation_only(erp: Caller, db: Databas
 
     assert payload["errors"] == []
     assert payload["order"]["status"] == "RELEASED"
-    assert payload["order"]["operations"] == [{"sequence": 10, "status": "READY"},
-                                              {"sequence": 20, "status": "PENDING"}]
+    assert payload["order"]["operations"] == [
+        {"sequence": 10, "status": "READY"},
+        {"sequence": 20, "status": "PENDING"},
+    ]
     stored = await status_of(erp)
     assert [o["status"] for o in stored["operations"]] == ["READY", "PENDING"]
     entry = await last_audit(db)
     assert (entry.action, entry.actor, entry.changes) == (
-        "order.release", "erp", {"status": ["PLANNED", "RELEASED"]})
+        "order.release",
+        "erp",
+        {"status": ["PLANNED", "RELEASED"]},
+    )
 
 
 async def test_hold_and_resume_return_to_released(erp: Caller, db: Database) -> None:
@@ -84,7 +97,9 @@ async def test_hold_and_resume_return_to_released(erp: Caller, db: Database) -> 
     assert (held["errors"], held["order"]["status"]) == ([], "ON_HOLD")
     entry = await last_audit(db)
     assert (entry.action, entry.changes) == (
-        "order.hold", {"status": ["RELEASED", "ON_HOLD"], "reason": "Mixer blade cracked"})
+        "order.hold",
+        {"status": ["RELEASED", "ON_HOLD"], "reason": "Mixer blade cracked"},
+    )
 
     resumed = await act(erp, "resume")
     assert (resumed["errors"], resumed["order"]["status"]) == ([], "RELEASED")
@@ -127,7 +142,9 @@ async def test_cancel_works_from_planned_released_and_on_hold(
     assert (payload["errors"], payload["order"]["status"]) == ([], "CANCELLED")
     entry = await last_audit(db)
     assert (entry.action, entry.changes) == (
-        "order.cancel", {"status": [start.value, "CANCELLED"], "reason": "Customer order withdrawn"})
+        "order.cancel",
+        {"status": [start.value, "CANCELLED"], "reason": "Customer order withdrawn"},
+    )
     # A cancelled order held before cannot be resumed back to life.
     assert [e["code"] for e in (await act(erp, "resume"))["errors"]] == ["INVALID_TRANSITION"]
 
