@@ -107,7 +107,7 @@ schema: install
 	@echo "==> schema.graphql written"
 
 bench: install
-	@$(call pytest,,tests/benchmarks -s $(PYTEST_ARGS),benchmarks)
+	@$(call pytest,MES_BENCH=1,tests/benchmarks -s $(PYTEST_ARGS),benchmarks)
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache pwa/dist schema.graphql.tmp

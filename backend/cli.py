@@ -78,6 +78,7 @@ def _db_revision_state(url: str) -> tuple[str | None, str]:
     from backend.migrate import alembic_config
 
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head() or ""
+    _open_sqlite_file(url)
 
     async def current() -> str | None:
         from backend.db import migration_engine
@@ -105,8 +106,8 @@ def _db_revision_state(url: str) -> tuple[str | None, str]:
     return asyncio.run(current()), head
 
 
-def _sqlite_file_missing(url: str) -> Path | None:
-    """The file of a SQLite URL when it does not exist (so that checking creates nothing)."""
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases, in-memory and URI forms)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -119,8 +120,27 @@ def _sqlite_file_missing(url: str) -> Path | None:
         return None
     if database.startswith("file:") or parsed.query.get("uri"):
         return None
-    path = Path(database)
-    return None if path.exists() else path
+    return Path(database)
+
+
+def _sqlite_file_missing(url: str) -> Path | None:
+    """The file of a SQLite URL when it does not exist (so that checking creates nothing)."""
+    path = _sqlite_file(url)
+    return path if path is not None and not path.exists() else None
+
+
+def _open_sqlite_file(url: str) -> None:
+    """Opens (creating) a SQLite file with the standard library first: aiosqlite, when it
+    cannot open a file, may print a thread's traceback after the event loop has closed."""
+    import sqlite3
+
+    path = _sqlite_file(url)
+    if path is None:
+        return
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as error:
+        raise CommandError(f"cannot reach the database {_safe_url(url)}: {error}") from error
 
 
 def _require_migrated(url: str) -> None:

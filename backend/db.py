@@ -11,7 +11,12 @@ from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Enum, MetaData, Numeric, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -32,8 +37,14 @@ class Base(DeclarativeBase):
 def enum_type(cls: type[enum.Enum], name: str) -> Enum:
     """An enum column stored as VARCHAR with a CHECK, not a native PostgreSQL ENUM: adding a
     value later is then an ordinary migration on both engines."""
-    return Enum(cls, name=name, native_enum=False, create_constraint=True, length=20,
-                values_callable=lambda members: [m.value for m in members])
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=20,
+        values_callable=lambda members: [m.value for m in members],
+    )
 
 
 def largest_key(column_type: TypeEngine[Any]) -> int:
@@ -130,7 +141,12 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # transaction starts (see _sqlite_begin_immediate).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    for pragma in ("foreign_keys=ON", "journal_mode=WAL", "busy_timeout=15000", "synchronous=NORMAL"):
+    for pragma in (
+        "foreign_keys=ON",
+        "journal_mode=WAL",
+        "busy_timeout=15000",
+        "synchronous=NORMAL",
+    ):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
@@ -160,16 +176,25 @@ class Database:
         if self.dialect_name == "sqlite":
             self.engine = create_async_engine(url, echo=echo)
             self.read_engine = create_async_engine(url, echo=echo)
-            for engine, begin in ((self.engine, _sqlite_begin_immediate),
-                                  (self.read_engine, _sqlite_begin_deferred)):
+            for engine, begin in (
+                (self.engine, _sqlite_begin_immediate),
+                (self.read_engine, _sqlite_begin_deferred),
+            ):
                 event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
                 event.listen(engine.sync_engine, "begin", begin)
         else:
             self.engine = create_async_engine(
-                url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20
+                url,
+                echo=echo,
+                pool_pre_ping=True,
+                pool_size=10,
+                max_overflow=20,
+                connect_args=_connect_args(url),
             )
             self.read_engine = self.engine
-        self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self._write_sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, autoflush=False
+        )
         self._read_sessions = async_sessionmaker(
             self.read_engine, expire_on_commit=False, autoflush=False
         )
@@ -195,9 +220,14 @@ class Database:
             await engine.dispose()
 
 
+def _connect_args(url: str) -> dict[str, Any]:
+    # asyncpg waits 60 s for a host that does not answer; say so sooner.
+    return {"timeout": 10} if "+asyncpg" in url else {}
+
+
 def migration_engine(url: str) -> AsyncEngine:
     """An engine for Alembic: no pool, SQLite pragmas applied."""
-    engine = create_async_engine(url, poolclass=NullPool)
+    engine = create_async_engine(url, poolclass=NullPool, connect_args=_connect_args(url))
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)

@@ -46,61 +46,143 @@ def demo_gtin(item: int) -> str:
     return body + str((10 - total % 10) % 10)
 
 
-def _char(name: str, low: float | None, high: float | None, unit: str | None,
-          nominal: float | None = None) -> catalog.CharacteristicSpec:
-    kind = CharacteristicKind.NUMERIC if (low is not None or high is not None) else CharacteristicKind.ATTRIBUTE
+def _char(
+    name: str, low: float | None, high: float | None, unit: str | None, nominal: float | None = None
+) -> catalog.CharacteristicSpec:
+    kind = (
+        CharacteristicKind.NUMERIC
+        if (low is not None or high is not None)
+        else CharacteristicKind.ATTRIBUTE
+    )
     return catalog.CharacteristicSpec(name, kind, unit, nominal, low, high)
 
 
 MATERIALS = [
-    catalog.MaterialSpec("PARA-API", "Paracetamol API", MaterialKind.RAW, "kg", True, demo_gtin(1), 730,
-                         [_char("Assay", 98.0, 102.0, "%", 100.0), _char("Appearance", None, None, None)]),
-    catalog.MaterialSpec("LACTOSE", "Lactose monohydrate", MaterialKind.RAW, "kg", True, demo_gtin(2), 1095,
-                         [_char("Moisture", 4.5, 5.5, "%", 5.0)]),
-    catalog.MaterialSpec("MG-STEARATE", "Magnesium stearate", MaterialKind.RAW, "kg", True, demo_gtin(3), 1095),
-    catalog.MaterialSpec("BLEND-500", "Paracetamol blend 500", MaterialKind.INTERMEDIATE, "kg", True,
-                         demo_gtin(4), 90),
-    catalog.MaterialSpec("TAB-500", "Paracetamol 500 mg tablets", MaterialKind.FINISHED, "pcs", True,
-                         demo_gtin(5), 1095),
-    catalog.MaterialSpec("FOIL-ALU", "Aluminium blister foil", MaterialKind.PACKAGING, "m", True, demo_gtin(6)),
+    catalog.MaterialSpec(
+        "PARA-API",
+        "Paracetamol API",
+        MaterialKind.RAW,
+        "kg",
+        True,
+        demo_gtin(1),
+        730,
+        [_char("Assay", 98.0, 102.0, "%", 100.0), _char("Appearance", None, None, None)],
+    ),
+    catalog.MaterialSpec(
+        "LACTOSE",
+        "Lactose monohydrate",
+        MaterialKind.RAW,
+        "kg",
+        True,
+        demo_gtin(2),
+        1095,
+        [_char("Moisture", 4.5, 5.5, "%", 5.0)],
+    ),
+    catalog.MaterialSpec(
+        "MG-STEARATE", "Magnesium stearate", MaterialKind.RAW, "kg", True, demo_gtin(3), 1095
+    ),
+    catalog.MaterialSpec(
+        "BLEND-500",
+        "Paracetamol blend 500",
+        MaterialKind.INTERMEDIATE,
+        "kg",
+        True,
+        demo_gtin(4),
+        90,
+    ),
+    catalog.MaterialSpec(
+        "TAB-500",
+        "Paracetamol 500 mg tablets",
+        MaterialKind.FINISHED,
+        "pcs",
+        True,
+        demo_gtin(5),
+        1095,
+    ),
+    catalog.MaterialSpec(
+        "FOIL-ALU", "Aluminium blister foil", MaterialKind.PACKAGING, "m", True, demo_gtin(6)
+    ),
 ]
 
 WORK_CENTERS = [
-    catalog.WorkCenterSpec("WC-BLEND", "Blending", [catalog.EquipmentSpec("BLENDER-01", "V-blender 1", 3.0)]),
-    catalog.WorkCenterSpec("WC-PRESS", "Tableting", [catalog.EquipmentSpec("PRESS-01", "Tablet press 1", 0.05)]),
+    catalog.WorkCenterSpec(
+        "WC-BLEND", "Blending", [catalog.EquipmentSpec("BLENDER-01", "V-blender 1", 3.0)]
+    ),
+    catalog.WorkCenterSpec(
+        "WC-PRESS", "Tableting", [catalog.EquipmentSpec("PRESS-01", "Tablet press 1", 0.05)]
+    ),
     catalog.WorkCenterSpec("WC-PACK", "Packaging", []),
 ]
 
 
 def _orders(now: dt.datetime) -> list[tuple[orders.OrderSpec, OrderStatus]]:
     blend = orders.OrderSpec(
-        external_id="SAP-4711", number="PO-1001", product_code="BLEND-500", quantity=Decimal("120"),
-        due_at=now + dt.timedelta(days=1), priority=10, work_center_code="WC-BLEND",
-        components=[orders.ComponentSpec("PARA-API", Decimal("100"), 10),
-                    orders.ComponentSpec("LACTOSE", Decimal("19"), 10),
-                    orders.ComponentSpec("MG-STEARATE", Decimal("1"), 20)],
+        external_id="SAP-4711",
+        number="PO-1001",
+        product_code="BLEND-500",
+        quantity=Decimal("120"),
+        due_at=now + dt.timedelta(days=1),
+        priority=10,
+        work_center_code="WC-BLEND",
+        components=[
+            orders.ComponentSpec("PARA-API", Decimal("100"), 10),
+            orders.ComponentSpec("LACTOSE", Decimal("19"), 10),
+            orders.ComponentSpec("MG-STEARATE", Decimal("1"), 20),
+        ],
         operations=[
-            orders.OperationSpec(10, "Charge and blend", "WC-BLEND",
-                                 "Scan each lot into the blender. Blend 15 minutes at 12 rpm."),
-            orders.OperationSpec(20, "Lubricate", "WC-BLEND", "Add magnesium stearate; blend 3 minutes.",
-                                 [_char("Blend uniformity RSD", None, 5.0, "%")]),
-        ])
+            orders.OperationSpec(
+                10,
+                "Charge and blend",
+                "WC-BLEND",
+                "Scan each lot into the blender. Blend 15 minutes at 12 rpm.",
+            ),
+            orders.OperationSpec(
+                20,
+                "Lubricate",
+                "WC-BLEND",
+                "Add magnesium stearate; blend 3 minutes.",
+                [_char("Blend uniformity RSD", None, 5.0, "%")],
+            ),
+        ],
+    )
     press = orders.OrderSpec(
-        external_id="SAP-4712", number="PO-1002", product_code="TAB-500", quantity=Decimal("200000"),
-        due_at=now + dt.timedelta(days=2), priority=5, work_center_code="WC-PRESS",
+        external_id="SAP-4712",
+        number="PO-1002",
+        product_code="TAB-500",
+        quantity=Decimal("200000"),
+        due_at=now + dt.timedelta(days=2),
+        priority=5,
+        work_center_code="WC-PRESS",
         components=[orders.ComponentSpec("BLEND-500", Decimal("120"), 10)],
         operations=[
-            orders.OperationSpec(10, "Compress", "WC-PRESS", "Set press to 500 mg target weight.",
-                                 [_char("Tablet weight", 490.0, 510.0, "mg", 500.0),
-                                  _char("Hardness", 60.0, 120.0, "N")]),
+            orders.OperationSpec(
+                10,
+                "Compress",
+                "WC-PRESS",
+                "Set press to 500 mg target weight.",
+                [
+                    _char("Tablet weight", 490.0, 510.0, "mg", 500.0),
+                    _char("Hardness", 60.0, 120.0, "N"),
+                ],
+            ),
             orders.OperationSpec(20, "Deduster and metal check", "WC-PRESS"),
-        ])
+        ],
+    )
     pack = orders.OrderSpec(
-        external_id="SAP-4713", number="PO-1003", product_code="TAB-500", quantity=Decimal("50000"),
-        due_at=now + dt.timedelta(days=5), work_center_code="WC-PACK",
+        external_id="SAP-4713",
+        number="PO-1003",
+        product_code="TAB-500",
+        quantity=Decimal("50000"),
+        due_at=now + dt.timedelta(days=5),
+        work_center_code="WC-PACK",
         components=[orders.ComponentSpec("FOIL-ALU", Decimal("800"))],
-        operations=[orders.OperationSpec(10, "Blister and carton", "WC-PACK")])
-    return [(blend, OrderStatus.RELEASED), (press, OrderStatus.RELEASED), (pack, OrderStatus.PLANNED)]
+        operations=[orders.OperationSpec(10, "Blister and carton", "WC-PACK")],
+    )
+    return [
+        (blend, OrderStatus.RELEASED),
+        (press, OrderStatus.RELEASED),
+        (pack, OrderStatus.PLANNED),
+    ]
 
 
 async def seed(db: Database, settings: Settings) -> list[DemoUser]:
@@ -111,8 +193,13 @@ async def seed(db: Database, settings: Settings) -> list[DemoUser]:
         for user in DEMO_USERS:
             if user.username not in existing:
                 await auth_service.create_user(
-                    uow, settings, username=user.username, display_name=user.display_name,
-                    password=user.password, roles=list(user.roles))
+                    uow,
+                    settings,
+                    username=user.username,
+                    display_name=user.display_name,
+                    password=user.password,
+                    roles=list(user.roles),
+                )
     erp = Principal(name="erp", roles=frozenset({Role.ERP}))
     async with transaction(db, erp) as uow:
         await catalog.upsert_materials(uow, MATERIALS)

@@ -99,7 +99,9 @@ class MutationError:
     message: str
     field: str | None = strawberry.field(
         default=None,
-        description="The input field at fault, as a dotted path (for example `components.2.quantity`).",
+        description=(
+            "The input field at fault, as a dotted path (for example `components.2.quantity`)."
+        ),
     )
 
     @classmethod
@@ -121,7 +123,9 @@ class Node:
 
 
 def to_global_id(type_name: str, pk: int) -> strawberry.ID:
-    return strawberry.ID(base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode().rstrip("="))
+    return strawberry.ID(
+        base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode().rstrip("=")
+    )
 
 
 def from_global_id(value: str) -> tuple[str, int] | None:
@@ -217,7 +221,9 @@ async def paginate(
 
     async def count() -> int:
         async with info.context.db.read() as session:
-            total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
+            total = await session.scalar(
+                select(func.count()).select_from(stmt.order_by(None).subquery())
+            )
         return int(total or 0)
 
     return Connection(
@@ -250,8 +256,11 @@ async def run_mutation(
     principal = info.context.principal
     name = info.field_name
     if principal is None or not policy.may_mutate(principal, name):
-        return payload(errors=[MutationError(
-            code=ErrorCode.FORBIDDEN, message=f"your roles do not allow {name}")])
+        return payload(
+            errors=[
+                MutationError(code=ErrorCode.FORBIDDEN, message=f"your roles do not allow {name}")
+            ]
+        )
     try:
         async with transaction(info.context.db, principal, info.context.services.broadcast) as uow:
             fields = await work(uow)
@@ -263,7 +272,9 @@ async def run_mutation(
 # ---------------------------------------------------------------- access control
 
 
-def _root_fields(selection_set: SelectionSetNode, fragments: dict[str, Any], seen: set[str]) -> list[str]:
+def _root_fields(
+    selection_set: SelectionSetNode, fragments: dict[str, Any], seen: set[str]
+) -> list[str]:
     names: list[str] = []
     for selection in selection_set.selections:
         if isinstance(selection, FieldNode):
@@ -293,17 +304,28 @@ class AccessControl(SchemaExtension):
         context.renew_loaders()
         document = ctx.graphql_document
         if document is not None:
-            fragments = {d.name.value: d for d in document.definitions
-                         if isinstance(d, FragmentDefinitionNode)}
-            operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)
-                          and (ctx.operation_name is None or (d.name and d.name.value == ctx.operation_name))]
+            fragments = {
+                d.name.value: d
+                for d in document.definitions
+                if isinstance(d, FragmentDefinitionNode)
+            }
+            operations = [
+                d
+                for d in document.definitions
+                if isinstance(d, OperationDefinitionNode)
+                and (ctx.operation_name is None or (d.name and d.name.value == ctx.operation_name))
+            ]
             for operation in operations[:1]:
                 names = _root_fields(operation.selection_set, fragments, set())
                 principal = context.principal
-                if principal is None and not all(n in policy.PUBLIC or n.startswith("__") for n in names):
+                if principal is None and not all(
+                    n in policy.PUBLIC or n.startswith("__") for n in names
+                ):
                     raise public_error(
-                        "sign in first: send 'Authorization: Bearer <token>' (from login or an API token)",
-                        "UNAUTHENTICATED")
+                        "sign in first: send 'Authorization: Bearer <token>' "
+                        "(from login or an API token)",
+                        "UNAUTHENTICATED",
+                    )
                 if operation.operation.value != "mutation":
                     for n in names:
                         if not policy.may_query(principal, n):

@@ -58,8 +58,10 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         extensions=[
             *limit_extensions(settings),
             AccessControl,
-            lambda: MaskErrors(should_mask_error=_should_mask,
-                               error_message="Unexpected error: it has been logged."),
+            lambda: MaskErrors(
+                should_mask_error=_should_mask,
+                error_message="Unexpected error: it has been logged.",
+            ),
         ],
         config=StrawberryConfig(disable_field_suggestions=False),
     )

@@ -46,7 +46,11 @@ class UnitOfWork:
         return self.session.get_bind().dialect.name
 
     def audit(
-        self, action: str, entity_type: str, entity_id: object, changes: dict[str, Any] | None = None
+        self,
+        action: str,
+        entity_type: str,
+        entity_id: object,
+        changes: dict[str, Any] | None = None,
     ) -> None:
         """Records a change; written to the hash chain just before the commit."""
         self.audits.append(PendingAudit(action, entity_type, str(entity_id), changes))

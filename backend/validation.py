@@ -34,7 +34,9 @@ def name(problems: Problems, field: str, value: str, *, max_length: int = NAME_M
     return trimmed
 
 
-def text(problems: Problems, field: str, value: str | None, *, max_length: int = TEXT_MAX) -> str | None:
+def text(
+    problems: Problems, field: str, value: str | None, *, max_length: int = TEXT_MAX
+) -> str | None:
     """Optional free text; blank becomes None."""
     if value is None or not value.strip():
         return None

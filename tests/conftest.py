@@ -4,9 +4,8 @@ helpers to call GraphQL as a user with given roles."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "postgres" in item.keywords and not ON_POSTGRES:
             item.add_marker(skip_pg)
-        if "redis" in item.keywords and not REDIS_URL and "allow_redis_any_leg" not in item.keywords:
+        if (
+            "redis" in item.keywords
+            and not REDIS_URL
+            and "allow_redis_any_leg" not in item.keywords
+        ):
             item.add_marker(skip_redis)
 
 
@@ -63,7 +66,9 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     return Settings(
-        database_url=database_url, redis_url=REDIS_URL, secret_key="test-secret-key-0123456789",
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        secret_key="test-secret-key-0123456789",
         _env_file=None,  # type: ignore[call-arg]
     )
 
@@ -86,12 +91,11 @@ async def _truncate(db: Database) -> None:
 
 
 @pytest.fixture(autouse=True)
-async def clean_state(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+async def clean_state(request: pytest.FixtureRequest) -> None:
     """Every test that touches the database starts from empty tables."""
     if "db" in request.fixturenames or "app" in request.fixturenames:
         database: Database = request.getfixturevalue("db")
         await _truncate(database)
-    yield
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +107,9 @@ async def app(settings: Settings, db: Database) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://mes.test") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://mes.test"
+    ) as c:
         yield c
 
 
@@ -121,10 +127,13 @@ class Gql:
     def __init__(self, client: httpx.AsyncClient, token: str | None = None) -> None:
         self.client, self.token = client, token
 
-    async def __call__(self, query: str, variables: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+    async def __call__(
+        self, query: str, variables: dict[str, Any] | None = None, **kw: Any
+    ) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        response = await self.client.post("/graphql", json={"query": query, "variables": variables or {}},
-                                          headers=headers, **kw)
+        response = await self.client.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers, **kw
+        )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
@@ -138,13 +147,22 @@ class Gql:
 
 
 @pytest.fixture
-def make_user(db: Database, settings: Settings, password_hash: str) -> Callable[..., Awaitable[tuple[User, str]]]:
+def make_user(
+    db: Database, settings: Settings, password_hash: str
+) -> Callable[..., Awaitable[tuple[User, str]]]:
     """Creates a user with the given roles straight in the database; returns (user, token)."""
 
-    async def make(username: str, *roles: Role, display_name: str | None = None) -> tuple[User, str]:
+    async def make(
+        username: str, *roles: Role, display_name: str | None = None
+    ) -> tuple[User, str]:
         async with db.write() as session:
-            user = User(username=username, display_name=display_name or username.title(),
-                        password_hash=password_hash, roles=[r.value for r in roles], active=True)
+            user = User(
+                username=username,
+                display_name=display_name or username.title(),
+                password_hash=password_hash,
+                roles=[r.value for r in roles],
+                active=True,
+            )
             session.add(user)
         return user, auth_service.issue_user_token(settings, user)
 
@@ -152,8 +170,9 @@ def make_user(db: Database, settings: Settings, password_hash: str) -> Callable[
 
 
 @pytest.fixture
-def as_role(client: httpx.AsyncClient, make_user: Callable[..., Awaitable[tuple[User, str]]]
-            ) -> Callable[..., Awaitable[Gql]]:
+def as_role(
+    client: httpx.AsyncClient, make_user: Callable[..., Awaitable[tuple[User, str]]]
+) -> Callable[..., Awaitable[Gql]]:
     """`gql = await as_role(Role.ERP)`: a GraphQL caller signed in with those roles."""
     counter = iter(range(1_000_000))
 
@@ -175,13 +194,9 @@ def password() -> str:
     return _PASSWORD
 
 
-def run_async(coro: Awaitable[Any]) -> Any:
-    return asyncio.get_event_loop().run_until_complete(coro)
-
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def repo_root() -> Iterator[Path]:
-    yield ROOT
+def repo_root() -> Path:
+    return ROOT

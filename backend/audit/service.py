@@ -47,8 +47,15 @@ def jsonable(value: Any) -> Any:
 
 
 def entry_hash(
-    *, sequence: int, at: dt.datetime, actor: str, action: str, entity_type: str,
-    entity_id: str, changes: Any, prev_hash: str,
+    *,
+    sequence: int,
+    at: dt.datetime,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    changes: Any,
+    prev_hash: str,
 ) -> str:
     content = {
         "sequence": sequence,
@@ -71,7 +78,8 @@ async def append(session: AsyncSession, actor: str, pending: Sequence[PendingAud
     last = (
         await session.execute(
             select(AuditEntry.sequence, AuditEntry.hash)
-            .order_by(AuditEntry.sequence.desc()).limit(1)
+            .order_by(AuditEntry.sequence.desc())
+            .limit(1)
         )
     ).first()
     sequence, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
@@ -80,15 +88,26 @@ async def append(session: AsyncSession, actor: str, pending: Sequence[PendingAud
         sequence += 1
         changes = jsonable(item.changes) if item.changes is not None else None
         digest = entry_hash(
-            sequence=sequence, at=at, actor=actor, action=item.action,
-            entity_type=item.entity_type, entity_id=item.entity_id, changes=changes,
+            sequence=sequence,
+            at=at,
+            actor=actor,
+            action=item.action,
+            entity_type=item.entity_type,
+            entity_id=item.entity_id,
+            changes=changes,
             prev_hash=prev_hash,
         )
         session.add(
             AuditEntry(
-                sequence=sequence, at=at, actor=actor, action=item.action,
-                entity_type=item.entity_type, entity_id=item.entity_id, changes=changes,
-                prev_hash=prev_hash, hash=digest,
+                sequence=sequence,
+                at=at,
+                actor=actor,
+                action=item.action,
+                entity_type=item.entity_type,
+                entity_id=item.entity_id,
+                changes=changes,
+                prev_hash=prev_hash,
+                hash=digest,
             )
         )
         prev_hash = digest
@@ -111,8 +130,10 @@ async def verify(session: AsyncSession, batch: int = 2000) -> Verification:
     while True:
         rows = (
             await session.scalars(
-                select(AuditEntry).where(AuditEntry.sequence > after)
-                .order_by(AuditEntry.sequence).limit(batch)
+                select(AuditEntry)
+                .where(AuditEntry.sequence > after)
+                .order_by(AuditEntry.sequence)
+                .limit(batch)
             )
         ).all()
         if not rows:
@@ -122,8 +143,13 @@ async def verify(session: AsyncSession, batch: int = 2000) -> Verification:
             if row.sequence != expected_sequence or row.prev_hash != prev_hash:
                 return Verification(False, await _count(session), expected_sequence)
             digest = entry_hash(
-                sequence=row.sequence, at=row.at, actor=row.actor, action=row.action,
-                entity_type=row.entity_type, entity_id=row.entity_id, changes=row.changes,
+                sequence=row.sequence,
+                at=row.at,
+                actor=row.actor,
+                action=row.action,
+                entity_type=row.entity_type,
+                entity_id=row.entity_id,
+                changes=row.changes,
                 prev_hash=row.prev_hash,
             )
             if digest != row.hash:

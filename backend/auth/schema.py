@@ -30,8 +30,12 @@ class UserType(Node):
 
     @classmethod
     def from_row(cls, row: User) -> UserType:
-        return cls(id=to_global_id("User", row.id), username=row.username,
-                   display_name=row.display_name, roles=[Role(r) for r in row.roles])
+        return cls(
+            id=to_global_id("User", row.id),
+            username=row.username,
+            display_name=row.display_name,
+            roles=[Role(r) for r in row.roles],
+        )
 
 
 register_node("User", NodeKind(lambda loaders: loaders.user, UserType.from_row))
@@ -67,7 +71,8 @@ class UserPayload:
 @strawberry.type
 class ApiTokenPayload:
     token: str | None = strawberry.field(
-        default=None, description="Shown once; only its hash is stored.")
+        default=None, description="Shown once; only its hash is stored."
+    )
     errors: list[MutationError] = strawberry.field(default_factory=list)
 
 
@@ -91,16 +96,26 @@ class AuthMutation:
         settings = info.context.settings
         result = await service.login(info.context.db, settings, username, password)
         if result.error is not None or result.user is None:
-            return LoginPayload(errors=[MutationError(
-                code=ErrorCode.INVALID_INPUT, message=result.error or service.LOGIN_FAILED)])
+            return LoginPayload(
+                errors=[
+                    MutationError(
+                        code=ErrorCode.INVALID_INPUT, message=result.error or service.LOGIN_FAILED
+                    )
+                ]
+            )
         return LoginPayload(token=result.token, user=UserType.from_row(result.user))
 
     @strawberry.mutation
     async def create_user(self, info: Info, input: CreateUserInput) -> UserPayload:
         async def work(uow: UnitOfWork) -> dict[str, Any]:
             user = await service.create_user(
-                uow, info.context.settings, username=input.username,
-                display_name=input.display_name, password=input.password, roles=input.roles)
+                uow,
+                info.context.settings,
+                username=input.username,
+                display_name=input.display_name,
+                password=input.password,
+                roles=input.roles,
+            )
             return {"user": UserType.from_row(user)}
 
         return await run_mutation(info, UserPayload, work)

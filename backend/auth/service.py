@@ -81,7 +81,12 @@ async def _insert_unique(
 
 
 async def create_user(
-    uow: UnitOfWork, settings: Settings, *, username: str, display_name: str, password: str,
+    uow: UnitOfWork,
+    settings: Settings,
+    *,
+    username: str,
+    display_name: str,
+    password: str,
     roles: list[Role],
 ) -> User:
     """Adds a user; user names are unique and case-sensitive as typed, after trimming."""
@@ -106,12 +111,19 @@ async def create_user(
     if await uow.session.scalar(taken) is not None:
         raise conflict
     user = User(
-        username=username, display_name=display_name, password_hash=password_hash,
-        roles=[r.value for r in ordered_roles], active=True,
+        username=username,
+        display_name=display_name,
+        password_hash=password_hash,
+        roles=[r.value for r in ordered_roles],
+        active=True,
     )
     await _insert_unique(uow, user, taken, conflict)
-    uow.audit("user.create", "User", user.id,
-              {"username": username, "displayName": display_name, "roles": user.roles})
+    uow.audit(
+        "user.create",
+        "User",
+        user.id,
+        {"username": username, "displayName": display_name, "roles": user.roles},
+    )
     return user
 
 
@@ -143,7 +155,9 @@ async def create_api_token(
         raise conflict
     token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
-        name=name, token_hash=_hash_token(token), roles=[r.value for r in ordered_roles],
+        name=name,
+        token_hash=_hash_token(token),
+        roles=[r.value for r in ordered_roles],
         created_by_id=uow.actor.user_id,
     )
     await _insert_unique(uow, row, taken, conflict)
@@ -172,11 +186,13 @@ async def authenticate(session: AsyncSession, settings: Settings, token: str) ->
         return None
     if token.startswith(API_TOKEN_PREFIX):
         row = await session.scalar(
-            select(ApiToken).where(ApiToken.token_hash == _hash_token(token)))
+            select(ApiToken).where(ApiToken.token_hash == _hash_token(token))
+        )
         if row is None or row.revoked_at is not None:
             return None
-        return Principal(name=row.name, roles=frozenset(Role(r) for r in row.roles),
-                         token_id=row.id)
+        return Principal(
+            name=row.name, roles=frozenset(Role(r) for r in row.roles), token_id=row.id
+        )
     try:
         data = _serializer(settings).loads(token, max_age=settings.token_ttl_seconds)
     except (SignatureExpired, BadSignature):
@@ -188,8 +204,9 @@ async def authenticate(session: AsyncSession, settings: Settings, token: str) ->
 
 
 def principal_of(user: User) -> Principal:
-    return Principal(name=user.username, roles=frozenset(Role(r) for r in user.roles),
-                     user_id=user.id)
+    return Principal(
+        name=user.username, roles=frozenset(Role(r) for r in user.roles), user_id=user.id
+    )
 
 
 @dataclass(frozen=True)
@@ -253,8 +270,10 @@ async def login(db: Database, settings: Settings, username: str, password: str) 
     async with db.write() as session:
         if db.dialect_name == "postgresql":
             # SQLite's single writer already makes attempts take turns.
-            await session.execute(text("SELECT pg_advisory_xact_lock(:space, :key)"),
-                                  {"space": _LOGIN_LOCK_SPACE, "key": _lock_key(username)})
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                {"space": _LOGIN_LOCK_SPACE, "key": _lock_key(username)},
+            )
         throttle = await session.get(LoginThrottle, username)
         now = utcnow()
         refusal = _refusal(settings, throttle, now)

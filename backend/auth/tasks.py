@@ -17,7 +17,8 @@ async def prune_login_throttle(ctx: JobContext) -> int:
     """Forgets failed sign-ins older than a day, so the table holds only live throttles."""
     async with ctx.db.write() as session:
         result = await session.execute(
-            delete(LoginThrottle).where(LoginThrottle.last_failure_at < utcnow() - STALE_AFTER))
+            delete(LoginThrottle).where(LoginThrottle.last_failure_at < utcnow() - STALE_AFTER)
+        )
     return int(getattr(result, "rowcount", 0) or 0)
 
 

@@ -56,7 +56,10 @@ mutation($input: ProductionOrderInput!) {
 }
 """
 ORDER_INPUT = {
-    "externalId": "ERP-7", "number": "PO-7", "productCode": "BREAD", "quantity": "100",
+    "externalId": "ERP-7",
+    "number": "PO-7",
+    "productCode": "BREAD",
+    "quantity": "100",
     "workCenterCode": "OVEN",
     "components": [{"materialCode": "FLOUR", "quantity": "50.5"}],
     "operations": [{"sequence": 10, "name": "Bake", "workCenterCode": "OVEN"}],
@@ -74,14 +77,21 @@ def pk(global_id: str) -> str:
 
 
 def material(code: str, name: str | None = None) -> dict[str, Any]:
-    return {"code": code, "name": name or code.title(), "kind": "RAW", "unit": "kg",
-            "lotControlled": True}
+    return {
+        "code": code,
+        "name": name or code.title(),
+        "kind": "RAW",
+        "unit": "kg",
+        "lotControlled": True,
+    }
 
 
 async def order_call(gql: Gql, mutation: str, number: str = "PO-7", **args: str) -> dict[str, Any]:
     extra = "".join(f", {k}: {v!r}".replace("'", '"') for k, v in args.items())
-    data = await gql.data(f'mutation {{ {mutation}(number: "{number}"{extra}) '
-                          "{ order { status } errors { code message field } } }")
+    data = await gql.data(
+        f'mutation {{ {mutation}(number: "{number}"{extra}) '
+        "{ order { status } errors { code message field } } }"
+    )
     payload: dict[str, Any] = data[mutation]
     return payload
 
@@ -114,35 +124,61 @@ async def test_every_change_is_recorded_in_order_with_actor_entity_and_changes(
     supervisor = bearer(anonymous, supervisor_token)
     quality = bearer(anonymous, quality_token)
 
-    user = (await admin.data(CREATE_USER, {"input": {
-        "username": "carol", "displayName": "Carol", "password": "s3cret-enough",
-        "roles": ["OPERATOR"]}}))["createUser"]["user"]
+    user = (
+        await admin.data(
+            CREATE_USER,
+            {
+                "input": {
+                    "username": "carol",
+                    "displayName": "Carol",
+                    "password": "s3cret-enough",
+                    "roles": ["OPERATOR"],
+                }
+            },
+        )
+    )["createUser"]["user"]
     token = (await admin.data(CREATE_TOKEN, {"name": "erp-link"}))["createApiToken"]["token"]
     erp = bearer(anonymous, token)
-    materials = (await erp.data(UPSERT_MATERIALS, {"input": [
-        material("BREAD"), material("FLOUR")]}))["upsertMaterials"]["materials"]
-    [center] = (await erp.data(UPSERT_WORK_CENTERS, {"input": [
-        {"code": "OVEN", "name": "Oven line", "equipment": [
-            {"code": "OVEN-1", "name": "Oven 1", "idealCycleSeconds": 30}]}]})
+    materials = (
+        await erp.data(UPSERT_MATERIALS, {"input": [material("BREAD"), material("FLOUR")]})
+    )["upsertMaterials"]["materials"]
+    [center] = (
+        await erp.data(
+            UPSERT_WORK_CENTERS,
+            {
+                "input": [
+                    {
+                        "code": "OVEN",
+                        "name": "Oven line",
+                        "equipment": [
+                            {"code": "OVEN-1", "name": "Oven 1", "idealCycleSeconds": 30}
+                        ],
+                    }
+                ]
+            },
+        )
     )["upsertWorkCenters"]["workCenters"]
     order = (await erp.data(UPSERT_ORDER, {"input": ORDER_INPUT}))["upsertProductionOrder"]["order"]
     # The same content again changes nothing, and records nothing.
     assert (await erp.data(UPSERT_ORDER, {"input": ORDER_INPUT}))["upsertProductionOrder"][
-        "errors"] == []
+        "errors"
+    ] == []
     assert (await order_call(erp, "releaseProductionOrder"))["errors"] == []
     # A refused change records nothing either.
     refused = await order_call(erp, "releaseProductionOrder")
     assert [e["code"] for e in refused["errors"]] == ["INVALID_TRANSITION"]
     assert (await order_call(supervisor, "holdProductionOrder", reason="oven down"))["errors"] == []
     assert (await order_call(supervisor, "resumeProductionOrder"))["errors"] == []
-    assert (await order_call(erp, "cancelProductionOrder", reason="customer cancelled")
-            )["errors"] == []
+    assert (await order_call(erp, "cancelProductionOrder", reason="customer cancelled"))[
+        "errors"
+    ] == []
 
     entries = await trail(quality)
 
     order_id = pk(order["id"])
-    assert [(e["sequence"], e["actor"], e["action"], e["entityType"], e["entityId"])
-            for e in entries] == [
+    assert [
+        (e["sequence"], e["actor"], e["action"], e["entityType"], e["entityId"]) for e in entries
+    ] == [
         (1, "root", "user.create", "User", pk(user["id"])),
         (2, "root", "token.create", "ApiToken", entries[1]["entityId"]),
         (3, "erp-link", "material.create", "Material", pk(materials[0]["id"])),
@@ -167,7 +203,8 @@ async def test_every_change_is_recorded_in_order_with_actor_entity_and_changes(
     assert changes[6]["number"] == "PO-7"
     assert changes[6]["quantity"] == "100.000000"  # exact decimals, as text
     assert changes[6]["components"] == [
-        {"material": "FLOUR", "quantity": "50.500000", "operationSequence": None}]
+        {"material": "FLOUR", "quantity": "50.500000", "operationSequence": None}
+    ]
     assert changes[7] == {"status": ["PLANNED", "RELEASED"]}
     assert changes[8] == {"status": ["RELEASED", "ON_HOLD"], "reason": "oven down"}
     assert changes[9] == {"status": ["ON_HOLD", "RELEASED"]}
@@ -210,27 +247,37 @@ async def execute(db: Database, sql: str, **params: Any) -> None:
         assert result.rowcount == 1  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("sql", "sequence"), [
-    ("UPDATE audit_entries SET changes = '{\"code\": \"FORGED\"}' WHERE sequence = 4", 4),
-    ("UPDATE audit_entries SET changes = NULL WHERE sequence = 1", 1),
-    ("UPDATE audit_entries SET actor = 'mallory' WHERE sequence = 3", 3),
-    ("UPDATE audit_entries SET action = 'material.update' WHERE sequence = 7", 7),
-    ("UPDATE audit_entries SET entity_type = 'Lot' WHERE sequence = 2", 2),
-    ("UPDATE audit_entries SET entity_id = '999' WHERE sequence = 5", 5),
-    ("UPDATE audit_entries SET hash = prev_hash WHERE sequence = 6", 6),
-], ids=["changes", "changes-null", "actor", "action", "entity-type", "entity-id", "hash"])
+@pytest.mark.parametrize(
+    ("sql", "sequence"),
+    [
+        ('UPDATE audit_entries SET changes = \'{"code": "FORGED"}\' WHERE sequence = 4', 4),
+        ("UPDATE audit_entries SET changes = NULL WHERE sequence = 1", 1),
+        ("UPDATE audit_entries SET actor = 'mallory' WHERE sequence = 3", 3),
+        ("UPDATE audit_entries SET action = 'material.update' WHERE sequence = 7", 7),
+        ("UPDATE audit_entries SET entity_type = 'Lot' WHERE sequence = 2", 2),
+        ("UPDATE audit_entries SET entity_id = '999' WHERE sequence = 5", 5),
+        ("UPDATE audit_entries SET hash = prev_hash WHERE sequence = 6", 6),
+    ],
+    ids=["changes", "changes-null", "actor", "action", "entity-type", "entity-id", "hash"],
+)
 async def test_an_edited_entry_is_named(
     seven_entries: Gql, db: Database, sql: str, sequence: int
 ) -> None:
     await execute(db, sql)
     assert await verify(seven_entries) == {
-        "valid": False, "entries": 7, "firstInvalidSequence": sequence}
+        "valid": False,
+        "entries": 7,
+        "firstInvalidSequence": sequence,
+    }
 
 
 async def test_an_edited_time_is_found(seven_entries: Gql, db: Database) -> None:
     async with db.write() as session:
-        await session.execute(update(AuditEntry).where(AuditEntry.sequence == 5).values(
-            at=dt.datetime.now(dt.UTC) - dt.timedelta(days=1)))
+        await session.execute(
+            update(AuditEntry)
+            .where(AuditEntry.sequence == 5)
+            .values(at=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+        )
     assert (await verify(seven_entries))["firstInvalidSequence"] == 5
 
 
@@ -244,9 +291,16 @@ async def test_an_entry_rehashed_after_editing_breaks_the_link_to_the_next(
         row = await session.scalar(select(AuditEntry).where(AuditEntry.sequence == 3))
         assert row is not None
         row.actor = "mallory"
-        row.hash = entry_hash(sequence=row.sequence, at=row.at, actor=row.actor, action=row.action,
-                              entity_type=row.entity_type, entity_id=row.entity_id,
-                              changes=row.changes, prev_hash=row.prev_hash)
+        row.hash = entry_hash(
+            sequence=row.sequence,
+            at=row.at,
+            actor=row.actor,
+            action=row.action,
+            entity_type=row.entity_type,
+            entity_id=row.entity_id,
+            changes=row.changes,
+            prev_hash=row.prev_hash,
+        )
     assert await verify(seven_entries) == {"valid": False, "entries": 7, "firstInvalidSequence": 4}
 
 
@@ -256,7 +310,10 @@ async def test_a_deleted_entry_is_named_by_its_missing_sequence(
 ) -> None:
     await execute(db, "DELETE FROM audit_entries WHERE sequence = :s", s=sequence)
     assert await verify(seven_entries) == {
-        "valid": False, "entries": 6, "firstInvalidSequence": sequence}
+        "valid": False,
+        "entries": 6,
+        "firstInvalidSequence": sequence,
+    }
 
 
 async def test_an_inserted_entry_is_found(seven_entries: Gql, db: Database) -> None:
@@ -265,9 +322,19 @@ async def test_an_inserted_entry_is_found(seven_entries: Gql, db: Database) -> N
     async with db.write() as session:
         row = await session.scalar(select(AuditEntry).where(AuditEntry.sequence == 6))
         assert row is not None
-        session.add(AuditEntry(sequence=7, at=row.at, actor="mallory", action="material.create",
-                               entity_type="Material", entity_id="1", changes=None,
-                               prev_hash=row.hash, hash="f" * 64))
+        session.add(
+            AuditEntry(
+                sequence=7,
+                at=row.at,
+                actor="mallory",
+                action="material.create",
+                entity_type="Material",
+                entity_id="1",
+                changes=None,
+                prev_hash=row.hash,
+                hash="f" * 64,
+            )
+        )
     assert (await verify(seven_entries))["firstInvalidSequence"] == 7
 
 
@@ -282,8 +349,11 @@ async def test_the_trail_filters_by_entity_and_pages(
     await erp.data(UPSERT_MATERIALS, {"input": [material("BREAD"), material("FLOUR")]})
     await erp.data(UPSERT_WORK_CENTERS, {"input": [{"code": "OVEN", "name": "Oven"}]})
     order = (await erp.data(UPSERT_ORDER, {"input": ORDER_INPUT}))["upsertProductionOrder"]["order"]
-    other = (await erp.data(UPSERT_ORDER, {"input": {
-        **ORDER_INPUT, "externalId": "ERP-8", "number": "PO-8"}}))["upsertProductionOrder"]["order"]
+    other = (
+        await erp.data(
+            UPSERT_ORDER, {"input": {**ORDER_INPUT, "externalId": "ERP-8", "number": "PO-8"}}
+        )
+    )["upsertProductionOrder"]["order"]
     for action in ("releaseProductionOrder", "cancelProductionOrder"):
         args = {"reason": "no flour"} if action.startswith("cancel") else {}
         assert (await order_call(erp, action, **args))["errors"] == []
@@ -293,14 +363,22 @@ async def test_the_trail_filters_by_entity_and_pages(
 
     orders = await trail(quality, type="ProductionOrder")
     assert [e["action"] for e in orders] == [
-        "order.create", "order.create", "order.release", "order.cancel"]
+        "order.create",
+        "order.create",
+        "order.release",
+        "order.cancel",
+    ]
     one = await trail(quality, type="ProductionOrder", id=pk(order["id"]))
     assert [e["action"] for e in one] == ["order.create", "order.release", "order.cancel"]
-    assert [e["sequence"] for e in await trail(quality, type="ProductionOrder", id=pk(other["id"]))
-            ] == [5]
+    assert [
+        e["sequence"] for e in await trail(quality, type="ProductionOrder", id=pk(other["id"]))
+    ] == [5]
     materials = await trail(quality, type="Material")
     assert [(e["action"], e["changes"].get("code")) for e in materials] == [
-        ("material.create", "BREAD"), ("material.create", "FLOUR"), ("material.update", None)]
+        ("material.create", "BREAD"),
+        ("material.create", "FLOUR"),
+        ("material.update", None),
+    ]
     assert materials[2]["changes"] == {"name": "Wheat flour"}
     assert await trail(quality, type="Lot") == []
 
@@ -310,8 +388,11 @@ async def test_the_trail_filters_by_entity_and_pages(
     assert first["pageInfo"]["hasNextPage"] is True
     assert first["pageInfo"]["hasPreviousPage"] is False
     assert first["pageInfo"]["endCursor"] == first["edges"][-1]["cursor"]
-    second = (await quality.data(TRAIL, {"first": 2, "after": first["pageInfo"]["endCursor"],
-                                         "type": "ProductionOrder"}))["auditTrail"]
+    second = (
+        await quality.data(
+            TRAIL, {"first": 2, "after": first["pageInfo"]["endCursor"], "type": "ProductionOrder"}
+        )
+    )["auditTrail"]
     assert second["totalCount"] == 4
     assert second["pageInfo"]["hasNextPage"] is False
     assert second["pageInfo"]["hasPreviousPage"] is True
@@ -322,8 +403,10 @@ async def test_the_trail_filters_by_entity_and_pages(
     assert empty["totalCount"] == 8
 
     # A node fetched by its global id is the same entry.
-    node = await quality.data("query($id: ID!) { node(id: $id) { ... on AuditEntry { sequence "
-                              "hash } } }", {"id": orders[0]["id"]})
+    node = await quality.data(
+        "query($id: ID!) { node(id: $id) { ... on AuditEntry { sequence hash } } }",
+        {"id": orders[0]["id"]},
+    )
     assert node["node"] == {"sequence": orders[0]["sequence"], "hash": orders[0]["hash"]}
 
 
@@ -343,13 +426,28 @@ async def test_concurrent_changes_keep_one_gapless_valid_chain(
     admin = await as_role(Role.ADMIN)
     erp = await as_role(Role.ERP)
     quality = await as_role(Role.QUALITY)
-    calls = [admin.data(CREATE_USER, {"input": {
-        "username": f"user-{i}", "displayName": f"User {i}", "password": "s3cret-enough",
-        "roles": ["OPERATOR"]}}) for i in range(10)]
-    calls += [erp.data(UPSERT_MATERIALS, {"input": [material(f"M{i}-A"), material(f"M{i}-B")]})
-              for i in range(10)]
-    calls += [erp.data(UPSERT_WORK_CENTERS, {"input": [{"code": f"WC-{i}", "name": f"Line {i}"}]})
-              for i in range(10)]
+    calls = [
+        admin.data(
+            CREATE_USER,
+            {
+                "input": {
+                    "username": f"user-{i}",
+                    "displayName": f"User {i}",
+                    "password": "s3cret-enough",
+                    "roles": ["OPERATOR"],
+                }
+            },
+        )
+        for i in range(10)
+    ]
+    calls += [
+        erp.data(UPSERT_MATERIALS, {"input": [material(f"M{i}-A"), material(f"M{i}-B")]})
+        for i in range(10)
+    ]
+    calls += [
+        erp.data(UPSERT_WORK_CENTERS, {"input": [{"code": f"WC-{i}", "name": f"Line {i}"}]})
+        for i in range(10)
+    ]
 
     results = await asyncio.gather(*calls)
 
@@ -361,8 +459,9 @@ async def test_concurrent_changes_keep_one_gapless_valid_chain(
     assert sum(1 for e in entries if e["action"] == "user.create") == 10
     assert sum(1 for e in entries if e["action"] == "material.create") == 20
     # The two entries of one transaction sit next to each other in the chain.
-    by_code = {e["changes"]["code"]: e["sequence"] for e in entries
-               if e["action"] == "material.create"}
+    by_code = {
+        e["changes"]["code"]: e["sequence"] for e in entries if e["action"] == "material.create"
+    }
     assert all(by_code[f"M{i}-B"] == by_code[f"M{i}-A"] + 1 for i in range(10))
     assert await verify(quality) == {"valid": True, "entries": 40, "firstInvalidSequence": None}
     async with db.read() as session:

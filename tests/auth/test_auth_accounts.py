@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,20 @@ def bearer(anonymous: Gql, token: str) -> Gql:
     return type(anonymous)(anonymous.client, token)
 
 
-def user_input(username: str = "newbie", password: str = "s3cret-enough",
-               roles: list[str] | None = None, display_name: str = "New Bie") -> dict[str, Any]:
-    return {"input": {"username": username, "displayName": display_name, "password": password,
-                      "roles": ["OPERATOR"] if roles is None else roles}}
+def user_input(
+    username: str = "newbie",
+    password: str = "s3cret-enough",
+    roles: list[str] | None = None,
+    display_name: str = "New Bie",
+) -> dict[str, Any]:
+    return {
+        "input": {
+            "username": username,
+            "displayName": display_name,
+            "password": password,
+            "roles": ["OPERATOR"] if roles is None else roles,
+        }
+    }
 
 
 async def count(db: Database, model: type[Any]) -> int:
@@ -86,8 +97,12 @@ async def test_admin_creates_a_user_who_can_then_sign_in(
     admin = await as_role(Role.ADMIN)
     password = "s3cret-enough"
 
-    data = await admin.data(CREATE_USER, user_input(
-        username="  carol ", password=password, roles=["QUALITY", "OPERATOR", "QUALITY"]))
+    data = await admin.data(
+        CREATE_USER,
+        user_input(
+            username="  carol ", password=password, roles=["QUALITY", "OPERATOR", "QUALITY"]
+        ),
+    )
 
     payload = data["createUser"]
     assert payload["errors"] == []
@@ -165,10 +180,16 @@ async def test_invalid_input_is_reported_field_by_field(as_role: AsRole, db: Dat
     no_roles = (await admin.data(CREATE_USER, user_input(roles=[])))["createUser"]
     assert [(e["code"], e["field"]) for e in no_roles["errors"]] == [("INVALID_INPUT", "roles")]
 
-    everything = (await admin.data(CREATE_USER, user_input(
-        username="no spaces allowed", password="short", roles=[])))["createUser"]
+    everything = (
+        await admin.data(
+            CREATE_USER, user_input(username="no spaces allowed", password="short", roles=[])
+        )
+    )["createUser"]
     assert sorted((e["code"], e["field"]) for e in everything["errors"]) == [
-        ("INVALID_INPUT", "password"), ("INVALID_INPUT", "roles"), ("INVALID_INPUT", "username")]
+        ("INVALID_INPUT", "password"),
+        ("INVALID_INPUT", "roles"),
+        ("INVALID_INPUT", "username"),
+    ]
     assert await count(db, User) == 1
     assert await count(db, AuditEntry) == 0
 
@@ -178,17 +199,25 @@ async def test_concurrent_creates_of_one_user_name_give_one_user_and_conflicts(
 ) -> None:
     admin = await as_role(Role.ADMIN)
 
-    results = await asyncio.gather(*(admin.data(CREATE_USER, user_input(username="erin"))
-                                     for _ in range(4)))
+    results = await asyncio.gather(
+        *(admin.data(CREATE_USER, user_input(username="erin")) for _ in range(4))
+    )
 
     payloads = [r["createUser"] for r in results]
     assert sum(1 for p in payloads if p["errors"] == []) == 1
     conflicts = [p["errors"] for p in payloads if p["errors"]]
-    assert conflicts == [[{"code": "CONFLICT", "message": "user 'erin' already exists",
-                           "field": "username"}]] * 3
+    assert (
+        conflicts
+        == [[{"code": "CONFLICT", "message": "user 'erin' already exists", "field": "username"}]]
+        * 3
+    )
     async with db.read() as session:
-        assert await session.scalar(
-            select(func.count()).select_from(User).where(User.username == "erin")) == 1
+        assert (
+            await session.scalar(
+                select(func.count()).select_from(User).where(User.username == "erin")
+            )
+            == 1
+        )
     assert await count(db, AuditEntry) == 1
 
 
@@ -200,15 +229,18 @@ async def test_api_token_is_shown_once_works_with_its_roles_and_only_its_hash_is
 ) -> None:
     admin = await as_role(Role.ADMIN)
 
-    payload = (await admin.data(CREATE_TOKEN, {"input": {"name": "erp-link", "roles": ["ERP"]}})
-               )["createApiToken"]
+    payload = (await admin.data(CREATE_TOKEN, {"input": {"name": "erp-link", "roles": ["ERP"]}}))[
+        "createApiToken"
+    ]
 
     assert payload["errors"] == []
     token = payload["token"]
     assert token
     erp = bearer(anonymous, token)
     assert (await erp.data(UPSERT_MATERIAL, {"code": "FLOUR"}))["upsertMaterials"] == {
-        "materials": [{"code": "FLOUR"}], "errors": []}
+        "materials": [{"code": "FLOUR"}],
+        "errors": [],
+    }
     forbidden = (await erp.data(CREATE_USER, user_input()))["createUser"]
     assert [e["code"] for e in forbidden["errors"]] == ["FORBIDDEN"]
     audit = await erp("{ auditTrail { totalCount } }")
@@ -231,8 +263,9 @@ async def test_create_api_token_is_forbidden_without_admin(
     as_role: AsRole, db: Database, role: Role
 ) -> None:
     caller = await as_role(role)
-    payload = (await caller.data(CREATE_TOKEN, {"input": {"name": "x", "roles": ["ERP"]}})
-               )["createApiToken"]
+    payload = (await caller.data(CREATE_TOKEN, {"input": {"name": "x", "roles": ["ERP"]}}))[
+        "createApiToken"
+    ]
     assert payload["token"] is None
     assert [e["code"] for e in payload["errors"]] == ["FORBIDDEN"]
     assert await count(db, ApiToken) == 0
@@ -243,17 +276,20 @@ async def test_duplicate_token_name_and_missing_roles_are_refused(
     as_role: AsRole, db: Database
 ) -> None:
     admin = await as_role(Role.ADMIN)
-    first = (await admin.data(CREATE_TOKEN, {"input": {"name": "bridge", "roles": ["EQUIPMENT"]}})
-             )["createApiToken"]
+    first = (await admin.data(CREATE_TOKEN, {"input": {"name": "bridge", "roles": ["EQUIPMENT"]}}))[
+        "createApiToken"
+    ]
     assert first["errors"] == []
 
-    again = (await admin.data(CREATE_TOKEN, {"input": {"name": " bridge", "roles": ["ERP"]}})
-             )["createApiToken"]
+    again = (await admin.data(CREATE_TOKEN, {"input": {"name": " bridge", "roles": ["ERP"]}}))[
+        "createApiToken"
+    ]
     assert again["token"] is None
     assert [(e["code"], e["field"]) for e in again["errors"]] == [("CONFLICT", "name")]
 
-    no_roles = (await admin.data(CREATE_TOKEN, {"input": {"name": "other", "roles": []}})
-                )["createApiToken"]
+    no_roles = (await admin.data(CREATE_TOKEN, {"input": {"name": "other", "roles": []}}))[
+        "createApiToken"
+    ]
     assert [(e["code"], e["field"]) for e in no_roles["errors"]] == [("INVALID_INPUT", "roles")]
     assert await count(db, ApiToken) == 1
 
@@ -262,8 +298,9 @@ async def test_concurrent_creates_of_one_token_name_give_one_token(
     as_role: AsRole, db: Database
 ) -> None:
     admin = await as_role(Role.ADMIN)
-    results = await asyncio.gather(*(
-        admin.data(CREATE_TOKEN, {"input": {"name": "erp", "roles": ["ERP"]}}) for _ in range(5)))
+    results = await asyncio.gather(
+        *(admin.data(CREATE_TOKEN, {"input": {"name": "erp", "roles": ["ERP"]}}) for _ in range(5))
+    )
     payloads = [r["createApiToken"] for r in results]
     assert sum(1 for p in payloads if p["token"]) == 1
     assert sorted(e["code"] for p in payloads for e in p["errors"]) == ["CONFLICT"] * 4
@@ -271,8 +308,9 @@ async def test_concurrent_creates_of_one_token_name_give_one_token(
 
 
 async def _make_token(admin: Gql, name: str, *roles: str) -> str:
-    payload = (await admin.data(CREATE_TOKEN, {"input": {"name": name, "roles": list(roles)}})
-               )["createApiToken"]
+    payload = (await admin.data(CREATE_TOKEN, {"input": {"name": name, "roles": list(roles)}}))[
+        "createApiToken"
+    ]
     assert payload["errors"] == []
     token: str = payload["token"]
     return token
@@ -280,8 +318,9 @@ async def _make_token(admin: Gql, name: str, *roles: str) -> str:
 
 async def _refused(caller: Gql) -> bool:
     body = await caller("{ materials { totalCount } }")
-    return bool(body["data"] is None
-                and body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED")
+    return bool(
+        body["data"] is None and body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    )
 
 
 async def test_a_revoked_token_stops_working(
@@ -302,7 +341,8 @@ async def test_a_revoked_token_stops_working(
     assert not await _refused(bearer(anonymous, other))
     async with db.read() as session:
         last = await session.scalar(
-            select(AuditEntry).order_by(AuditEntry.sequence.desc()).limit(1))
+            select(AuditEntry).order_by(AuditEntry.sequence.desc()).limit(1)
+        )
     assert last is not None
     assert (last.action, last.entity_type, last.actor) == ("token.revoke", "ApiToken", "system")
 
@@ -324,10 +364,15 @@ def _mes_env(settings: Settings) -> dict[str, str]:
 async def _run_mes(
     repo_root: Path, settings: Settings, cwd: Path, *args: str
 ) -> tuple[int, str, str]:
-    mes = repo_root / ".venv" / "bin" / "mes"
+    mes = Path(sys.executable).parent / "mes"
     process = await asyncio.create_subprocess_exec(
-        mes, *args, env=_mes_env(settings), cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        mes,
+        *args,
+        env=_mes_env(settings),
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()

@@ -52,15 +52,20 @@ async def set_last_failure(db: Database, username: str, seconds_ago: float) -> N
     """Dates the last failed sign-in of `username` `seconds_ago`, as if that time had passed."""
     async with db.write() as session:
         result = await session.execute(
-            update(LoginThrottle).where(LoginThrottle.username == username)
-            .values(last_failure_at=utcnow() - dt.timedelta(seconds=seconds_ago)))
+            update(LoginThrottle)
+            .where(LoginThrottle.username == username)
+            .values(last_failure_at=utcnow() - dt.timedelta(seconds=seconds_ago))
+        )
         assert result.rowcount == 1  # type: ignore[attr-defined]
 
 
 def throttled(result: dict[str, Any]) -> bool:
-    return (result["token"] is None and len(result["errors"]) == 1
-            and result["errors"][0]["code"] == "INVALID_INPUT"
-            and "too many failed sign-ins" in result["errors"][0]["message"].lower())
+    return (
+        result["token"] is None
+        and len(result["errors"]) == 1
+        and result["errors"][0]["code"] == "INVALID_INPUT"
+        and "too many failed sign-ins" in result["errors"][0]["message"].lower()
+    )
 
 
 async def test_right_password_gives_a_token_that_works_for_me(
@@ -71,8 +76,11 @@ async def test_right_password_gives_a_token_that_works_for_me(
     result = await login(anonymous, "alice", password)
 
     assert result["errors"] == []
-    assert result["user"] == {"username": "alice", "displayName": "Alice A.",
-                              "roles": ["OPERATOR", "QUALITY"]}
+    assert result["user"] == {
+        "username": "alice",
+        "displayName": "Alice A.",
+        "roles": ["OPERATOR", "QUALITY"],
+    }
     assert result["token"]
     me = await bearer(anonymous, result["token"]).data(ME)
     assert me["me"] == {"username": "alice", "roles": ["OPERATOR", "QUALITY"]}
@@ -211,7 +219,8 @@ async def test_concurrent_failures_are_all_counted(
     await make_user("alice", Role.OPERATOR)
     free = settings.login_free_failures
     results = await asyncio.gather(
-        *(login(anonymous, "alice", f"guess-{i}") for i in range(free + 5)))
+        *(login(anonymous, "alice", f"guess-{i}") for i in range(free + 5))
+    )
 
     checked = [r for r in results if r["errors"][0]["message"] == LOGIN_FAILED]
     refused = [r for r in results if throttled(r)]
@@ -265,14 +274,18 @@ async def test_a_token_signed_with_another_secret_is_refused(
 
 
 async def test_malformed_and_missing_tokens_are_refused(anonymous: Gql) -> None:
-    for caller in (bearer(anonymous, "garbage"), bearer(anonymous, "mes_not-a-real-api-token"),
-                   anonymous):
+    for caller in (
+        bearer(anonymous, "garbage"),
+        bearer(anonymous, "mes_not-a-real-api-token"),
+        anonymous,
+    ):
         body = await caller(ME)
         assert body["data"] is None
         assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     # Not a bearer scheme at all.
     response = await anonymous.client.post(
-        "/graphql", json={"query": ME}, headers={"Authorization": "Basic eDp5"})
+        "/graphql", json={"query": ME}, headers={"Authorization": "Basic eDp5"}
+    )
     assert response.json()["data"] is None
 
 
@@ -280,8 +293,9 @@ async def test_me_is_null_for_an_api_token_but_reads_work(
     anonymous: Gql, as_role: Callable[..., Awaitable[Gql]]
 ) -> None:
     admin = await as_role(Role.ADMIN)
-    data = await admin.data('mutation { createApiToken(input: {name: "erp", roles: [ERP]}) '
-                            "{ token errors { code } } }")
+    data = await admin.data(
+        'mutation { createApiToken(input: {name: "erp", roles: [ERP]}) { token errors { code } } }'
+    )
     token = data["createApiToken"]["token"]
     body = await bearer(anonymous, token).data("{ me { username } materials { totalCount } }")
     assert body == {"me": None, "materials": {"totalCount": 0}}

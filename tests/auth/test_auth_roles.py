@@ -68,16 +68,27 @@ AUDIT_READERS = {Role.QUALITY, Role.ADMIN}
 # From the SDL: strawberry's Schema.introspect() runs synchronously, which the async
 # AccessControl extension refuses. test_the_served_schema_has_these_mutations ties this to
 # what the app answers to an introspection query.
-_SCHEMA = build_graphql_schema(build_schema(Settings(
-    secret_key="unused", _env_file=None,  # type: ignore[call-arg]
-)).as_str())
+_SCHEMA = build_graphql_schema(
+    build_schema(
+        Settings(
+            secret_key="unused",
+            _env_file=None,  # type: ignore[call-arg]
+        )
+    ).as_str()
+)
 _MUTATION = _SCHEMA.mutation_type
 assert _MUTATION is not None
 SERVED_MUTATIONS = sorted(name for name in _MUTATION.fields if name not in policy.PUBLIC)
 
 _SCALARS: dict[str, Any] = {
-    "String": "X-1", "ID": "X-1", "Int": 1, "Float": 1.5, "Boolean": True,
-    "Decimal": "1", "DateTime": "2030-01-01T00:00:00+00:00", "JSON": {},
+    "String": "X-1",
+    "ID": "X-1",
+    "Int": 1,
+    "Float": 1.5,
+    "Boolean": True,
+    "Decimal": "1",
+    "DateTime": "2030-01-01T00:00:00+00:00",
+    "JSON": {},
 }
 
 
@@ -98,8 +109,11 @@ def _value(kind: GraphQLInputType) -> Any:
     if isinstance(kind, GraphQLEnumType):
         return next(iter(kind.values))
     if isinstance(kind, GraphQLInputObjectType):
-        return {name: _value(f.type) for name, f in kind.fields.items()
-                if isinstance(f.type, GraphQLNonNull)}
+        return {
+            name: _value(f.type)
+            for name, f in kind.fields.items()
+            if isinstance(f.type, GraphQLNonNull)
+        }
     assert isinstance(kind, GraphQLScalarType)
     return _SCALARS[kind.name]
 
@@ -120,15 +134,20 @@ def mutation_call(name: str) -> tuple[str, dict[str, Any]]:
 
 
 def _forbidden_cases() -> list[Any]:
-    return [pytest.param(name, role, id=f"{name}-{role}")
-            for name in SERVED_MUTATIONS for role in Role
-            if role not in CONTRACT.get(name, set(Role))]
+    return [
+        pytest.param(name, role, id=f"{name}-{role}")
+        for name in SERVED_MUTATIONS
+        for role in Role
+        if role not in CONTRACT.get(name, set(Role))
+    ]
 
 
 async def row_counts(db: Database) -> dict[str, int]:
     async with db.read() as session:
-        return {table.name: int(await session.scalar(select(func.count()).select_from(table)) or 0)
-                for table in Base.metadata.sorted_tables}
+        return {
+            table.name: int(await session.scalar(select(func.count()).select_from(table)) or 0)
+            for table in Base.metadata.sorted_tables
+        }
 
 
 def test_every_served_mutation_is_in_the_role_table() -> None:
@@ -149,7 +168,9 @@ async def test_the_served_schema_has_these_mutations(anonymous: Gql) -> None:
 def test_the_policy_is_the_contract_role_table() -> None:
     assert {k: set(v) for k, v in policy.MUTATIONS.items()} == CONTRACT
     assert {k: set(v) for k, v in policy.QUERIES.items()} == {
-        "auditTrail": AUDIT_READERS, "verifyAuditTrail": AUDIT_READERS}
+        "auditTrail": AUDIT_READERS,
+        "verifyAuditTrail": AUDIT_READERS,
+    }
     assert set(policy.PUBLIC) == {"login"}
 
 
@@ -172,9 +193,7 @@ async def test_a_role_outside_the_table_is_forbidden_and_nothing_is_written(
 
 
 @pytest.mark.parametrize("name", SERVED_MUTATIONS)
-async def test_a_role_in_the_table_gets_past_the_role_check(
-    as_role: AsRole, name: str
-) -> None:
+async def test_a_role_in_the_table_gets_past_the_role_check(as_role: AsRole, name: str) -> None:
     """The other side: the same call by an allowed role reaches the operation itself."""
     for role in sorted(CONTRACT[name]):
         caller = await as_role(role)
@@ -194,8 +213,10 @@ async def test_anonymous_mutations_are_top_level_errors(anonymous: Gql, db: Data
 
 # ---------------------------------------------------------------- queries
 
-AUDIT_QUERIES = ["{ auditTrail { totalCount edges { node { sequence } } } }",
-                 "{ verifyAuditTrail { valid entries firstInvalidSequence } }"]
+AUDIT_QUERIES = [
+    "{ auditTrail { totalCount edges { node { sequence } } } }",
+    "{ verifyAuditTrail { valid entries firstInvalidSequence } }",
+]
 
 
 @pytest.mark.parametrize("role", [r for r in Role if r not in AUDIT_READERS], ids=str)
@@ -214,7 +235,8 @@ async def test_audit_queries_are_forbidden_to_other_roles(
 async def test_quality_and_admin_read_the_audit_trail(as_role: AsRole, role: Role) -> None:
     admin = await as_role(Role.ADMIN)
     created = await admin.data(
-        'mutation { createApiToken(input: {name: "erp", roles: [ERP]}) { errors { code } } }')
+        'mutation { createApiToken(input: {name: "erp", roles: [ERP]}) { errors { code } } }'
+    )
     assert created["createApiToken"]["errors"] == []
     reader = await as_role(role)
 
@@ -240,8 +262,10 @@ async def test_an_audit_entry_is_hidden_from_node_for_other_roles(as_role: AsRol
 @pytest.mark.parametrize("role", list(Role), ids=str)
 async def test_every_signed_in_role_reads_materials(as_role: AsRole, role: Role) -> None:
     erp = await as_role(Role.ERP)
-    await erp.data('mutation { upsertMaterials(input: [{code: "FLOUR", name: "Flour", kind: RAW, '
-                   'unit: "kg", lotControlled: true}]) { errors { code } } }')
+    await erp.data(
+        'mutation { upsertMaterials(input: [{code: "FLOUR", name: "Flour", kind: RAW, '
+        'unit: "kg", lotControlled: true}]) { errors { code } } }'
+    )
     reader = await as_role(role)
     data = await reader.data("{ materials { totalCount edges { node { code } } } }")
     assert data["materials"] == {"totalCount": 1, "edges": [{"node": {"code": "FLOUR"}}]}

@@ -52,8 +52,9 @@ async def socket_client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 
     Not a fixture: its task group must be entered and left in the test's own task.
     """
-    async with httpx.AsyncClient(transport=ASGIWebSocketTransport(app=app),
-                                 base_url="http://mes.test") as client:
+    async with httpx.AsyncClient(
+        transport=ASGIWebSocketTransport(app=app), base_url="http://mes.test"
+    ) as client:
         yield client
 
 
@@ -94,12 +95,27 @@ async def next_message(ws: AsyncWebSocketSession, wait: float = WAIT) -> dict[st
             return message
 
 
-@pytest.mark.parametrize("payload", [None, {}, {"authorization": ""}, {"authorization": "Bearer"},
-                                     {"authorization": "Bearer not-a-token"},
-                                     {"authorization": "Bearer mes_unknown-api-token"},
-                                     {"token": "x"}],
-                         ids=["no-payload", "empty", "blank", "no-token", "bad-user-token",
-                              "unknown-api-token", "wrong-key"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        None,
+        {},
+        {"authorization": ""},
+        {"authorization": "Bearer"},
+        {"authorization": "Bearer not-a-token"},
+        {"authorization": "Bearer mes_unknown-api-token"},
+        {"token": "x"},
+    ],
+    ids=[
+        "no-payload",
+        "empty",
+        "blank",
+        "no-token",
+        "bad-user-token",
+        "unknown-api-token",
+        "wrong-key",
+    ],
+)
 async def test_connection_init_without_a_valid_token_closes_with_4403(
     app: Any, payload: dict[str, Any] | None
 ) -> None:
@@ -113,7 +129,8 @@ async def test_a_user_token_of_another_secret_closes_with_4403(
     async with socket_client(app) as ws_client:
         user, _ = await make_user("eve", Role.ADMIN)
         forged = URLSafeTimedSerializer("another-secret-key", salt="mes.user-token").dumps(
-            {"u": user.id})
+            {"u": user.id}
+        )
         assert await close_code_after_init(ws_client, {"authorization": f"Bearer {forged}"}) == 4403
 
 
@@ -135,8 +152,13 @@ async def test_a_signed_in_subscriber_sees_order_changes_made_over_http(
 
         async with connect(ws_client) as ws:
             await signed_in(ws, token)
-            await ws.send_json({"id": "orders", "type": "subscribe", "payload": {
-                "query": ORDER_CHANGED, "variables": {"number": "PO-1"}}})
+            await ws.send_json(
+                {
+                    "id": "orders",
+                    "type": "subscribe",
+                    "payload": {"query": ORDER_CHANGED, "variables": {"number": "PO-1"}},
+                }
+            )
             # The subscription starts in the background: change the order until it is seen.
             first: dict[str, Any] | None = None
             for attempt in range(1, 21):
@@ -167,9 +189,7 @@ async def test_a_signed_in_subscriber_sees_order_changes_made_over_http(
             await ws.send_json({"id": "orders", "type": "complete"})
 
 
-async def test_queries_over_the_socket_follow_the_role_table(
-    app: Any, make_user: MakeUser
-) -> None:
+async def test_queries_over_the_socket_follow_the_role_table(app: Any, make_user: MakeUser) -> None:
     async with socket_client(app) as ws_client:
         _, operator = await make_user("olga", Role.OPERATOR)
         _, quality = await make_user("quinn", Role.QUALITY)
@@ -186,24 +206,34 @@ async def test_queries_over_the_socket_follow_the_role_table(
             await signed_in(ws, quality)
             await ws.send_json({"id": "q", "type": "subscribe", "payload": {"query": query}})
             message = await next_message(ws)
-            assert message == {"id": "q", "type": "next", "payload": {
-                "data": {"verifyAuditTrail": {"valid": True, "entries": 0}}}}
+            assert message == {
+                "id": "q",
+                "type": "next",
+                "payload": {"data": {"verifyAuditTrail": {"valid": True, "entries": 0}}},
+            }
             assert (await next_message(ws)) == {"id": "q", "type": "complete"}
 
 
-async def test_an_api_token_signs_in_on_the_socket(
-    app: Any, as_role: AsRole
-) -> None:
+async def test_an_api_token_signs_in_on_the_socket(app: Any, as_role: AsRole) -> None:
     async with socket_client(app) as ws_client:
         admin = await as_role(Role.ADMIN)
         data = await admin.data(
-            'mutation { createApiToken(input: {name: "bridge", roles: [EQUIPMENT]}) { token } }')
+            'mutation { createApiToken(input: {name: "bridge", roles: [EQUIPMENT]}) { token } }'
+        )
         async with connect(ws_client) as ws:
             await signed_in(ws, data["createApiToken"]["token"])
-            await ws.send_json({"id": "q", "type": "subscribe",
-                                "payload": {"query": "{ materials { totalCount } }"}})
-            assert await next_message(ws) == {"id": "q", "type": "next",
-                                              "payload": {"data": {"materials": {"totalCount": 0}}}}
+            await ws.send_json(
+                {
+                    "id": "q",
+                    "type": "subscribe",
+                    "payload": {"query": "{ materials { totalCount } }"},
+                }
+            )
+            assert await next_message(ws) == {
+                "id": "q",
+                "type": "next",
+                "payload": {"data": {"materials": {"totalCount": 0}}},
+            }
 
 
 async def test_sockets_are_independent(app: Any, make_user: MakeUser) -> None:

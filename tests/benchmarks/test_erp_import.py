@@ -118,9 +118,8 @@ async def import_over_http(server: benchkit.Server, token: str) -> benchkit.Load
                 result.latencies.append(time.perf_counter() - start)
                 payload = json.loads(body) if status == 200 else {}
                 upsert = (payload.get("data") or {}).get("upsertProductionOrder") or {}
-                if upsert.get("errors") != [] or (upsert.get("order") or {}).get("number") != (
-                    f"PO-{i:05d}"
-                ):
+                number = (upsert.get("order") or {}).get("number")
+                if upsert.get("errors") != [] or number != f"PO-{i:05d}":
                     result.errors += 1
                     failures.append(f"order {i}: HTTP {status} {body[:300]!r}")
 
@@ -138,7 +137,8 @@ def line(result: benchkit.LoadResult) -> str:
     if result.cpu_seconds is not None:
         cpu += f"; server CPU {1000 * result.cpu_seconds / result.requests:.2f} ms/order"
     if result.database is not None:
-        cpu += f"; PostgreSQL busy {result.database.active_ms / result.requests:.2f} ms/order"
+        in_statements = result.database.active_ms / result.requests
+        cpu += f"; PostgreSQL in statements (incl. lock waits) {in_statements:.2f} ms/order"
     return (
         f"{result.name:<18} {result.requests} orders in {result.seconds:5.1f} s = "
         f"{result.rate:6.1f} orders/s; per order p50 {1000 * result.percentile(50):6.1f} ms, "

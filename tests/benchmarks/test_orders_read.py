@@ -5,8 +5,10 @@ real server processes on loopback: `mes serve`, and `baseline_orders.py` (Starle
 the same queries keyed by the page's ids, JSON built by hand). Both must return the same
 `data`; then each takes 20 concurrent keep-alive clients, after a warm-up, in alternating
 rounds (so that a burst of other load on the machine hits both alike). Printed: requests/s,
-p50, p95, server CPU per request, and GraphQL ÷ baseline; the same with 1 client; and the SQL
-statements per request for 10 and for 50 orders, counted in-process.
+p50, p95, server CPU per request, and GraphQL ÷ baseline; the same with 1 client; what
+PostgreSQL spent per request for each server (each reads its own copy of the database, so
+pg_stat_database tells them apart); and the SQL statements per request for 10 and for 50
+orders, counted in-process.
 
 Run: MES_BENCH=1 pytest tests/benchmarks/test_orders_read.py -s
 MES_BENCH_DATABASE_URL names the PostgreSQL server (the database gets an `_orders` suffix and
@@ -102,7 +104,7 @@ async def statement_counts(url: str, token: str) -> dict[int, int]:
     return counts
 
 
-async def compare(gql: bytes, base: bytes) -> dict[str, Any]:
+def compare(gql: bytes, base: bytes) -> dict[str, Any]:
     gql_json, base_json = json.loads(gql), json.loads(base)
     assert "errors" not in gql_json, gql_json["errors"]
     assert len(gql_json["data"]["productionOrders"]["edges"]) == 50
@@ -123,7 +125,7 @@ async def measure(
     assert status == 200, gql_body[:500]
     status, base_body = await benchkit.fetch(base.port, base_request)
     assert status == 200, base_body[:500]
-    check = await compare(gql_body, base_body)
+    check = compare(gql_body, base_body)
     assert check["same_data"], "the baseline must answer exactly what GraphQL answers"
 
     warmup = benchkit.seconds("MES_BENCH_WARMUP", 3)
@@ -199,7 +201,7 @@ def test_orders_read(tmp_path: Path) -> None:
     graphql, baseline, graphql_1, baseline_1 = results
     for name, activity, requests in zip(("GraphQL", "baseline"), used, sent, strict=True):
         benchkit.report(
-            f"PostgreSQL for the {name} server, over all its {requests} requests: busy "
+            f"PostgreSQL for the {name} server, over all its {requests} requests: in statements "
             f"{activity.active_ms / requests:.2f} ms/req, {activity.sessions} connections opened"
         )
     benchkit.report(
