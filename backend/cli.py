@@ -318,7 +318,7 @@ def cmd_export_schema(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from backend.db import Database
-    from backend.demo import seed
+    from backend.demo import DemoCode, demo_codes, seed
     from backend.migrate import upgrade
     from backend.settings import get_settings
 
@@ -330,15 +330,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _say(f"migrating {_safe_url(settings.database_url)} ...")
     upgrade(settings.database_url)
 
-    async def run_seed() -> list[tuple[str, str, str]]:
+    async def run_seed() -> tuple[list[tuple[str, str, str]], list[DemoCode]]:
         db = Database(settings.database_url)
         try:
             users = await seed(db, settings)
+            codes = await demo_codes(db)
         finally:
             await db.dispose()
-        return [(u.username, u.password, ", ".join(u.roles)) for u in users]
+        return [(u.username, u.password, ", ".join(u.roles)) for u in users], codes
 
-    logins = asyncio.run(run_seed())
+    logins, codes = asyncio.run(run_seed())
     url = (
         f"http://{'localhost' if args.host in ('0.0.0.0', '127.0.0.1') else args.host}:{args.port}"
     )
@@ -347,6 +348,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _say("  Sign in as:")
     for username, password, roles in logins:
         _say(f"    {username:<11} password {password:<22} ({roles})")
+    _say("  Lot labels (GS1: GTIN, expiry, lot; type the bracketed form or scan it):")
+    for code in codes:
+        _say(f"    {code.lot:<13} {code.status:<11} {code.printable}")
+    _say("  Released orders to scan into: PO-1001 (blending), PO-1002 (tableting).")
     _say("  Stop with Ctrl+C.\n")
     _serve(args.host, args.port, 1)
 

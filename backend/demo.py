@@ -11,8 +11,10 @@ from sqlalchemy import select
 from backend.auth import service as auth_service
 from backend.auth.models import User
 from backend.catalog import service as catalog
-from backend.catalog.models import CharacteristicKind, MaterialKind
+from backend.catalog.models import CharacteristicKind, Material, MaterialKind
 from backend.db import Database, utcnow
+from backend.lots import service as lots
+from backend.lots.models import Lot
 from backend.orders import service as orders
 from backend.orders.models import OrderStatus, ProductionOrder
 from backend.principal import SYSTEM, Principal, Role
@@ -185,6 +187,53 @@ def _orders(now: dt.datetime) -> list[tuple[orders.OrderSpec, OrderStatus]]:
     ]
 
 
+@dataclass(frozen=True)
+class DemoLot:
+    number: str
+    material_code: str
+    quantity: Decimal
+    expires_in_days: int
+    supplier_lot: str | None = None
+
+
+DEMO_LOTS = (
+    DemoLot("API-2611-01", "PARA-API", Decimal("60"), 700, "SUP-A-7781"),
+    DemoLot("API-2611-02", "PARA-API", Decimal("60"), 700, "SUP-A-7782"),
+    DemoLot("LAC-2611-01", "LACTOSE", Decimal("25"), 1000, "LAC-99120"),
+    DemoLot("MGS-2610-01", "MG-STEARATE", Decimal("5"), 3, "MGS-4410"),  # expires soon
+    DemoLot("BLD-2611-01", "BLEND-500", Decimal("80"), 80),
+    DemoLot("BLD-2611-02", "BLEND-500", Decimal("60"), 80),
+    DemoLot("FOIL-2611-01", "FOIL-ALU", Decimal("2000"), 900),
+)
+
+
+@dataclass(frozen=True)
+class DemoCode:
+    lot: str
+    status: str
+    printable: str  # with parentheses: what a person can type
+    raw: str  # element strings as a scanner sends them (GS before a following field)
+
+
+def gs1_codes(lots: list[Lot], gtins: dict[int, str | None]) -> list[DemoCode]:
+    """GS1 element strings for the demo lots' labels: GTIN, expiry and lot number."""
+    codes = []
+    for lot in lots:
+        gtin = gtins.get(lot.material_id)
+        if not gtin or lot.expires_at is None:
+            continue
+        expiry = f"{lot.expires_at:%y%m%d}"
+        codes.append(
+            DemoCode(
+                lot.number,
+                lot.status.value,
+                f"(01){gtin}(17){expiry}(10){lot.number}",
+                f"01{gtin}17{expiry}10{lot.number}",
+            )
+        )
+    return codes
+
+
 async def seed(db: Database, settings: Settings) -> list[DemoUser]:
     """Creates the demo plant; running it again changes nothing. Returns the demo logins."""
     async with db.read() as session:
@@ -213,4 +262,32 @@ async def seed(db: Database, settings: Settings) -> list[DemoUser]:
             order = await orders.upsert(uow, spec)
             if status is OrderStatus.RELEASED and order.status is OrderStatus.PLANNED:
                 await orders.release(uow, order.number)
+    async with db.read() as session:
+        known_lots = set(await session.scalars(select(Lot.number)))
+    stores = Principal(name="stores", roles=frozenset({Role.OPERATOR}))
+    now = utcnow()
+    for demo_lot in DEMO_LOTS:
+        if demo_lot.number in known_lots:
+            continue
+        async with transaction(db, stores) as uow:
+            await lots.receive(
+                uow,
+                number=demo_lot.number,
+                material_code=demo_lot.material_code,
+                quantity=demo_lot.quantity,
+                expires_at=now + dt.timedelta(days=demo_lot.expires_in_days),
+                supplier_lot=demo_lot.supplier_lot,
+            )
     return list(DEMO_USERS)
+
+
+async def demo_codes(db: Database) -> list[DemoCode]:
+    """The GS1 codes of the demo lots, to type or to print as labels."""
+    async with db.read() as session:
+        rows = list(
+            await session.scalars(
+                select(Lot).where(Lot.number.in_([d.number for d in DEMO_LOTS])).order_by(Lot.id)
+            )
+        )
+        gtins = dict((await session.execute(select(Material.id, Material.gtin))).all())
+    return gs1_codes(rows, gtins)

@@ -25,6 +25,7 @@ from graphql import (
     SelectionSetNode,
 )
 from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute
 from strawberry.extensions import SchemaExtension
 from strawberry.types.nodes import Selection
@@ -33,6 +34,9 @@ from backend.auth import policy
 from backend.db import largest_key
 from backend.errors import DomainError, ErrorCode, Problem
 from backend.principal import Principal
+from backend.replay import service as replay_service
+from backend.replay.models import MutationOutcome
+from backend.replay.service import Subject
 from backend.settings import Settings
 from backend.uow import UnitOfWork, transaction
 
@@ -267,6 +271,125 @@ async def run_mutation(
     except DomainError as error:
         return payload(errors=[MutationError.of(p) for p in error.problems])
     return payload(**fields)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What makes a shop-floor mutation safe to resend: the client's id for it, the request
+    (to tell a resend from a reused id) and what it is about."""
+
+    client_mutation_id: str
+    request: dict[str, Any]
+    subject: Subject | None = None
+
+
+async def run_replayable(
+    info: Info,
+    payload: Callable[..., P],
+    replay: Replay,
+    work: Callable[[UnitOfWork], Awaitable[dict[str, Any]]],
+    present: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+) -> P:
+    """Runs a shop-floor mutation once per (principal, clientMutationId).
+
+    `work` makes the change and returns the ids of what the payload shows; `present` turns
+    those ids into the payload's fields. The outcome is stored with the change, in the same
+    transaction; a refusal is stored right after the rollback. The same id again returns the
+    stored outcome, rendered afresh, and changes nothing; the same id with a different
+    request is a CONFLICT.
+    """
+    principal = info.context.principal
+    name = info.field_name
+    if principal is None or not policy.may_mutate(principal, name):
+        return payload(
+            errors=[
+                MutationError(code=ErrorCode.FORBIDDEN, message=f"your roles do not allow {name}")
+            ]
+        )
+    cmid = replay.client_mutation_id.strip()
+    if not cmid or len(cmid) > replay_service.ID_MAX:
+        return payload(
+            errors=[
+                MutationError(
+                    code=ErrorCode.INVALID_INPUT,
+                    field="clientMutationId",
+                    message=f"give an id of 1-{replay_service.ID_MAX} characters, unique per action",
+                )
+            ]
+        )
+    db = info.context.db
+    digest = replay_service.request_hash(name, replay.request)
+
+    async def answer(stored: MutationOutcome) -> P:
+        if stored.request_hash != digest or stored.operation != name:
+            return payload(
+                errors=[
+                    MutationError(
+                        code=ErrorCode.CONFLICT,
+                        field="clientMutationId",
+                        message="this clientMutationId was already used for a different action",
+                    )
+                ]
+            )
+        if stored.succeeded:
+            return payload(**await present(stored.outcome.get("refs", {})))
+        return payload(
+            errors=[
+                MutationError(code=ErrorCode(e["code"]), message=e["message"], field=e.get("field"))
+                for e in stored.outcome.get("errors", [])
+            ]
+        )
+
+    async def stored_outcome() -> MutationOutcome | None:
+        async with db.read() as session:
+            return await replay_service.find(session, principal.key, cmid)
+
+    if (earlier := await stored_outcome()) is not None:
+        return await answer(earlier)
+    try:
+        async with transaction(db, principal, info.context.services.broadcast) as uow:
+            refs = await work(uow)
+            replay_service.store(
+                uow.session,
+                principal=principal.key,
+                client_mutation_id=cmid,
+                operation=name,
+                digest=digest,
+                outcome={"refs": refs},
+                succeeded=True,
+                subject=replay.subject,
+            )
+            await uow.session.flush()
+    except DomainError as error:
+        errors = [MutationError.of(p) for p in error.problems]
+        try:
+            async with db.write() as session:
+                replay_service.store(
+                    session,
+                    principal=principal.key,
+                    client_mutation_id=cmid,
+                    operation=name,
+                    digest=digest,
+                    succeeded=False,
+                    subject=replay.subject,
+                    outcome={
+                        "errors": [
+                            {"code": e.code.value, "message": e.message, "field": e.field}
+                            for e in errors
+                        ]
+                    },
+                )
+        except IntegrityError:
+            if (earlier := await stored_outcome()) is not None:
+                return await answer(earlier)
+            raise
+        return payload(errors=errors)
+    except IntegrityError:
+        # The same id sent twice at once: the other call's outcome stands.
+        if (earlier := await stored_outcome()) is not None:
+            return await answer(earlier)
+        raise
+    return payload(**await present(refs))
 
 
 # ---------------------------------------------------------------- access control

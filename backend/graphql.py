@@ -14,6 +14,7 @@ from backend.auth.schema import AuthMutation, AuthQuery
 from backend.catalog.schema import CatalogMutation, CatalogQuery
 from backend.gql import AccessControl, Info, Node, resolve_node
 from backend.limits import limit_extensions
+from backend.lots.schema import LotsMutation, LotsQuery, LotsSubscription
 from backend.orders.schema import OrdersMutation, OrdersQuery, OrdersSubscription
 from backend.settings import Settings, get_settings
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 @strawberry.type
-class Query(AuthQuery, CatalogQuery, OrdersQuery, AuditQuery):
+class Query(AuthQuery, CatalogQuery, OrdersQuery, LotsQuery, AuditQuery):
     @strawberry.field
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
         """Any object by its global id; null when unknown or not visible to you."""
@@ -30,12 +31,12 @@ class Query(AuthQuery, CatalogQuery, OrdersQuery, AuditQuery):
 
 
 @strawberry.type
-class Mutation(AuthMutation, CatalogMutation, OrdersMutation):
+class Mutation(AuthMutation, CatalogMutation, OrdersMutation, LotsMutation):
     pass
 
 
 @strawberry.type
-class Subscription(OrdersSubscription):
+class Subscription(OrdersSubscription, LotsSubscription):
     pass
 
 

@@ -19,6 +19,7 @@ from strawberry.dataloader import DataLoader
 from backend.auth.models import User
 from backend.catalog.models import Characteristic, Equipment, Material, WorkCenter
 from backend.db import Base, Database, largest_key
+from backend.lots.models import Consumption, Lot
 from backend.orders.models import OrderComponent, OrderOperation, ProductionOrder
 
 M = TypeVar("M", bound=Base)
@@ -116,3 +117,16 @@ class Loaders:
     @cached_property
     def user(self) -> DataLoader[int, User | None]:
         return self.by_id(User)
+
+    # ---- lots
+    @cached_property
+    def lot(self) -> DataLoader[int, Lot | None]:
+        return self.by_id(Lot)
+
+    @cached_property
+    def lots_produced_by_order(self) -> DataLoader[int, list[Lot]]:
+        return self.grouped(Lot, Lot.produced_by_order_id, Lot.id)
+
+    @cached_property
+    def consumptions_of_component(self) -> DataLoader[int, list[Consumption]]:
+        return self.grouped(Consumption, Consumption.component_id, Consumption.id)

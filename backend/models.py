@@ -4,6 +4,7 @@ from backend.audit.models import AuditEntry
 from backend.auth.models import ApiToken, LoginThrottle, User
 from backend.catalog.models import Characteristic, Equipment, Material, WorkCenter
 from backend.db import Base
+from backend.lots.models import Consumption, GenealogyLink, Lot
 from backend.orders.models import OrderComponent, OrderOperation, ProductionOrder
 from backend.replay.models import MutationOutcome
 
@@ -12,8 +13,11 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Characteristic",
+    "Consumption",
     "Equipment",
+    "GenealogyLink",
     "LoginThrottle",
+    "Lot",
     "Material",
     "MutationOutcome",
     "OrderComponent",

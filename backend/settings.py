@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     graphiql: bool = True
 
+    # Shop floor
+    # Characters a keyboard-wedge scanner types in place of the GS separator (0x1D) that it
+    # cannot send, e.g. "~". Empty: only a real GS separates GS1 fields.
+    gs_stand_ins: str = ""
+    # A scan synced this long after it was made is flagged as a late entry.
+    late_entry_hours: float = 24.0
+    # Clock difference tolerated between a device's `scannedAt` and the server.
+    clock_skew_seconds: float = 300.0
+
     # Origins allowed to open the WebSocket from a browser (the PWA served elsewhere in development)
     allowed_origins: list[str] = Field(default_factory=list)
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -19,9 +19,11 @@ from backend.gql import (
     MutationError,
     Node,
     NodeKind,
+    Replay,
     paginate,
     register_node,
     run_mutation,
+    run_replayable,
     to_global_id,
 )
 from backend.orders import service
@@ -32,6 +34,7 @@ from backend.orders.models import (
     OrderStatus,
     ProductionOrder,
 )
+from backend.replay.service import Subject
 from backend.uow import UnitOfWork
 
 OrderStatusType = strawberry.enum(OrderStatus, name="OrderStatus")
@@ -242,6 +245,64 @@ def _order_payload(order: ProductionOrder) -> dict[str, Any]:
     return {"order": ProductionOrderType.from_row(order)}
 
 
+@strawberry.input
+class OperationActionInput:
+    client_mutation_id: strawberry.ID
+    order_number: str
+    sequence: int
+
+
+@strawberry.input
+class CompleteOperationInput:
+    client_mutation_id: strawberry.ID
+    order_number: str
+    sequence: int
+    quantity_good: Decimal
+    quantity_scrap: Decimal
+    scrap_reason: str | None = strawberry.field(
+        default=None, description="Why the scrap happened; needed when quantityScrap > 0."
+    )
+
+
+@strawberry.type
+class OperationPayload:
+    operation: OrderOperationType | None = None
+    order: ProductionOrderType | None = None
+    errors: list[MutationError] = strawberry.field(default_factory=list)
+
+
+def _same(value: Decimal) -> str:
+    """A quantity as the replay key sees it: "5", "5.0" and "5.000" are one request."""
+    return str(value.normalize()) if value.is_finite() else str(value)
+
+
+def _operation_replay(
+    input: OperationActionInput | CompleteOperationInput, request: dict[str, Any]
+) -> Replay:
+    number = input.order_number.strip()
+    return Replay(
+        client_mutation_id=input.client_mutation_id,
+        request={"orderNumber": number, "sequence": input.sequence, **request},
+        subject=Subject("ProductionOrder", number),
+    )
+
+
+def _operation_refs(order: ProductionOrder, operation: OrderOperation) -> dict[str, Any]:
+    return {"order": order.id, "operation": operation.id}
+
+
+def _present_operation(info: Info) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+    async def present(refs: dict[str, Any]) -> dict[str, Any]:
+        operation = await info.context.loaders.operation.load(refs["operation"])
+        order = await info.context.loaders.order.load(refs["order"])
+        return {
+            "operation": OrderOperationType.from_row(operation) if operation else None,
+            "order": ProductionOrderType.from_row(order) if order else None,
+        }
+
+    return present
+
+
 @strawberry.type
 class OrdersQuery:
     @strawberry.field
@@ -321,6 +382,50 @@ class OrdersMutation:
             return _order_payload(await service.close(uow, number))
 
         return await run_mutation(info, ProductionOrderPayload, work)
+
+    @strawberry.mutation
+    async def start_operation(self, info: Info, input: OperationActionInput) -> OperationPayload:
+        """Shop floor: READY → RUNNING. Safe to resend with the same clientMutationId."""
+
+        async def work(uow: UnitOfWork) -> dict[str, Any]:
+            return _operation_refs(
+                *await service.start_operation(uow, input.order_number, input.sequence)
+            )
+
+        return await run_replayable(
+            info, OperationPayload, _operation_replay(input, {}), work, _present_operation(info)
+        )
+
+    @strawberry.mutation
+    async def complete_operation(
+        self, info: Info, input: CompleteOperationInput
+    ) -> OperationPayload:
+        """Shop floor: RUNNING → DONE. Safe to resend with the same clientMutationId."""
+
+        async def work(uow: UnitOfWork) -> dict[str, Any]:
+            return _operation_refs(
+                *await service.complete_operation(
+                    uow,
+                    input.order_number,
+                    input.sequence,
+                    input.quantity_good,
+                    input.quantity_scrap,
+                    input.scrap_reason,
+                )
+            )
+
+        request = {
+            "quantityGood": _same(input.quantity_good),
+            "quantityScrap": _same(input.quantity_scrap),
+            "scrapReason": (input.scrap_reason or "").strip() or None,
+        }
+        return await run_replayable(
+            info,
+            OperationPayload,
+            _operation_replay(input, request),
+            work,
+            _present_operation(info),
+        )
 
 
 @strawberry.type

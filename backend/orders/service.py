@@ -4,7 +4,11 @@
     RELEASED | IN_PROGRESS → ON_HOLD → (back to where it was held)
     PLANNED | RELEASED | ON_HOLD → CANCELLED
 
-IN_PROGRESS and COMPLETED are reached through the operations (shop floor), not from here.
+IN_PROGRESS and COMPLETED are reached through the operations (shop floor):
+
+    operation  PENDING → READY → RUNNING → DONE
+    the first operation is READY on release; completing one readies the next;
+    the first start makes the order IN_PROGRESS; the last completion makes it COMPLETED.
 """
 
 from __future__ import annotations
@@ -362,16 +366,24 @@ def _refuse(order: ProductionOrder, verb: str) -> DomainError:
 
 
 def set_status(
-    uow: UnitOfWork, order: ProductionOrder, status: OrderStatus, action: str, **details: object
+    uow: UnitOfWork,
+    order: ProductionOrder,
+    status: OrderStatus,
+    action: str,
+    *,
+    publish: bool = True,
+    **details: object,
 ) -> None:
-    """Moves the order to `status`, with its audit entry and change event."""
+    """Moves the order to `status`, with its audit entry and (unless the caller announces the
+    order itself) its change event."""
     before = order.status
     order.status = status
     order.updated_at = utcnow()
     uow.audit(
         action, "ProductionOrder", order.id, {"status": [before.value, status.value], **details}
     )
-    uow.publish(CHANNEL, {"id": order.id, "number": order.number})
+    if publish:
+        uow.publish(CHANNEL, {"id": order.id, "number": order.number})
 
 
 def _reason(reason: str) -> str:
@@ -436,6 +448,178 @@ async def close(uow: UnitOfWork, number: str) -> ProductionOrder:
         raise _refuse(order, "closed")
     set_status(uow, order, OrderStatus.CLOSED, "order.close")
     return order
+
+
+# ---------------------------------------------------------------- operations (shop floor)
+
+# Orders whose operations may be started and completed: not PLANNED (not released yet),
+# not ON_HOLD (held means stop work), not finished.
+_WORKING = (OrderStatus.RELEASED, OrderStatus.IN_PROGRESS)
+
+
+async def _working_order(session: AsyncSession, number: str, verb: str) -> ProductionOrder:
+    """The order, row-locked so two operators cannot move its operations at once."""
+    order = await get_for_update(session, number, field="orderNumber")
+    if order.status not in _WORKING:
+        raise DomainError.one(
+            ErrorCode.INVALID_TRANSITION,
+            f"order {order.number} is {order.status.value}: its operations cannot be {verb} "
+            f"(only while the order is RELEASED or IN_PROGRESS)",
+        )
+    return order
+
+
+async def _operations(session: AsyncSession, order: ProductionOrder) -> list[OrderOperation]:
+    return list(
+        await session.scalars(
+            select(OrderOperation)
+            .where(OrderOperation.order_id == order.id)
+            .order_by(OrderOperation.sequence)
+        )
+    )
+
+
+def _operation(
+    order: ProductionOrder, operations: Sequence[OrderOperation], sequence: int
+) -> OrderOperation:
+    found = next((op for op in operations if op.sequence == sequence), None)
+    if found is None:
+        raise DomainError.one(
+            ErrorCode.NOT_FOUND, f"order {order.number} has no operation {sequence}", "sequence"
+        )
+    return found
+
+
+def _refuse_operation(operation: OrderOperation, verb: str, needed: OperationStatus) -> DomainError:
+    return DomainError.one(
+        ErrorCode.INVALID_TRANSITION,
+        f"operation {operation.sequence} is {operation.status.value}: only a "
+        f"{needed.value} operation can be {verb}",
+    )
+
+
+async def quality_gate(session: AsyncSession, operation: OrderOperation) -> str | None:
+    """Why `operation` may not be completed yet, or None when it may (BEHAVIOUR.md, quality gate).
+
+    An operation with characteristics completes only after an inspection of it has PASSED,
+    or a deviation raised from its failed inspection has been APPROVED with USE_AS_IS or
+    REWORK. Inspections and deviations do not exist yet, so today such an operation can
+    never complete. The quality issue extends this function, and only this function: look
+    up the operation's inspections and their deviations here and return None when one of
+    them clears the operation. Operations without characteristics always pass.
+    """
+    has_characteristics = await session.scalar(
+        select(Characteristic.id).where(Characteristic.operation_id == operation.id).limit(1)
+    )
+    if has_characteristics is None:
+        return None
+    return (
+        f"operation {operation.sequence} needs a passed inspection, or an approved deviation, "
+        f"before it can be completed"
+    )
+
+
+async def start_operation(
+    uow: UnitOfWork, number: str, sequence: int
+) -> tuple[ProductionOrder, OrderOperation]:
+    """READY → RUNNING; the first start of an order makes it IN_PROGRESS."""
+    session = uow.session
+    order = await _working_order(session, number, "started")
+    operation = _operation(order, await _operations(session, order), sequence)
+    if operation.status is not OperationStatus.READY:
+        raise _refuse_operation(operation, "started", OperationStatus.READY)
+    now = utcnow()
+    operation.status = OperationStatus.RUNNING
+    operation.started_at = now
+    uow.audit(
+        "operation.start",
+        "OrderOperation",
+        operation.id,
+        {
+            "order": order.number,
+            "sequence": operation.sequence,
+            "status": [OperationStatus.READY.value, OperationStatus.RUNNING.value],
+        },
+    )
+    if order.status is OrderStatus.RELEASED:
+        set_status(uow, order, OrderStatus.IN_PROGRESS, "order.start", publish=False)
+    order.updated_at = now
+    await session.flush()
+    uow.publish(CHANNEL, {"id": order.id, "number": order.number})
+    return order, operation
+
+
+async def complete_operation(
+    uow: UnitOfWork,
+    number: str,
+    sequence: int,
+    good: Decimal,
+    scrap: Decimal,
+    scrap_reason: str | None,
+) -> tuple[ProductionOrder, OrderOperation]:
+    """RUNNING → DONE with its good and scrap quantities (scrap needs a reason).
+
+    The next operation becomes READY; when every operation is DONE the order is COMPLETED
+    and takes the good and scrap quantities of its last operation. Refused while the
+    quality gate holds the operation.
+    """
+    problems = Problems()
+    good = validation.non_negative_quantity(problems, "quantityGood", good)
+    scrap = validation.non_negative_quantity(problems, "quantityScrap", scrap)
+    reason = validation.text(problems, "scrapReason", scrap_reason)
+    if scrap > 0 and reason is None:
+        problems.invalid("scrapReason", "say why there is scrap")
+    problems.raise_if_any()
+
+    session = uow.session
+    order = await _working_order(session, number, "completed")
+    operations = await _operations(session, order)
+    operation = _operation(order, operations, sequence)
+    if operation.status is not OperationStatus.RUNNING:
+        raise _refuse_operation(operation, "completed", OperationStatus.RUNNING)
+    if (refusal := await quality_gate(session, operation)) is not None:
+        raise DomainError.one(ErrorCode.INVALID_TRANSITION, refusal)
+
+    now = utcnow()
+    operation.status = OperationStatus.DONE
+    operation.completed_at = now
+    operation.quantity_good = good
+    operation.quantity_scrap = scrap
+    operation.scrap_reason = reason
+    changes: dict[str, object] = {
+        "order": order.number,
+        "sequence": operation.sequence,
+        "status": [OperationStatus.RUNNING.value, OperationStatus.DONE.value],
+        "quantityGood": good,
+        "quantityScrap": scrap,
+        "scrapReason": reason,
+    }
+    following = next((op for op in operations if op.sequence > operation.sequence), None)
+    if following is not None and following.status is OperationStatus.PENDING:
+        following.status = OperationStatus.READY
+        changes["next"] = {
+            "sequence": following.sequence,
+            "status": [OperationStatus.PENDING.value, OperationStatus.READY.value],
+        }
+    uow.audit("operation.complete", "OrderOperation", operation.id, changes)
+    if all(op.status is OperationStatus.DONE for op in operations):
+        last = operations[-1]
+        before = {"quantityGood": order.quantity_good, "quantityScrap": order.quantity_scrap}
+        order.quantity_good = last.quantity_good
+        order.quantity_scrap = last.quantity_scrap
+        set_status(
+            uow,
+            order,
+            OrderStatus.COMPLETED,
+            "order.complete",
+            publish=False,
+            quantityGood=[before["quantityGood"], order.quantity_good],
+            quantityScrap=[before["quantityScrap"], order.quantity_scrap],
+        )
+    order.updated_at = now
+    await session.flush()
+    uow.publish(CHANNEL, {"id": order.id, "number": order.number})
+    return order, operation
 
 
 # ---------------------------------------------------------------- reads

@@ -28,11 +28,10 @@ CONTRACT_FILE = ROOT.parent / "shared" / "contract" / "schema.graphql"
 
 # Issue #3, shop floor: lots, scanning, genealogy, operations.
 SHOP_FLOOR = {
-    "CompleteOperationInput", "Consumption", "GenealogyLink", "Lot", "LotConnection", "LotEdge",
-    "LotPayload", "LotStatus", "OperationActionInput", "OperationPayload", "ParsedBarcode",
-    "ProduceLotInput", "ReceiveLotInput", "ScanLotInput", "ScanPayload", "TraceDirection",
-    "Mutation.completeOperation", "Mutation.produceLot", "Mutation.receiveLot",
-    "Mutation.scanLot", "Mutation.startOperation", "OrderComponent.consumptions",
+    "Consumption", "GenealogyLink", "Lot", "LotConnection", "LotEdge", "LotPayload", "LotStatus",
+    "ParsedBarcode", "ProduceLotInput", "ReceiveLotInput", "ScanLotInput", "ScanPayload",
+    "TraceDirection", "Mutation.produceLot", "Mutation.receiveLot", "Mutation.scanLot",
+    "OrderComponent.consumptions",
     "ProductionOrder.producedLots", "Query.lot", "Query.lots", "Query.parseBarcode",
     "Subscription.lotChanged",
 }  # fmt: skip

@@ -1,0 +1,1 @@
+"""Lots: receiving, scanning, consumption, genealogy and expiry."""
