@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, func, select, text
+from sqlalchemy import Select, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.audit.models import AuditEntry
@@ -84,6 +84,7 @@ async def append(session: AsyncSession, actor: str, pending: Sequence[PendingAud
     ).first()
     sequence, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
     at = utcnow()
+    rows = []
     for item in pending:
         sequence += 1
         changes = jsonable(item.changes) if item.changes is not None else None
@@ -97,21 +98,15 @@ async def append(session: AsyncSession, actor: str, pending: Sequence[PendingAud
             changes=changes,
             prev_hash=prev_hash,
         )
-        session.add(
-            AuditEntry(
-                sequence=sequence,
-                at=at,
-                actor=actor,
-                action=item.action,
-                entity_type=item.entity_type,
-                entity_id=item.entity_id,
-                changes=changes,
-                prev_hash=prev_hash,
-                hash=digest,
-            )
-        )
+        rows.append({
+            "sequence": sequence, "at": at, "actor": actor, "action": item.action,
+            "entity_type": item.entity_type, "entity_id": item.entity_id, "changes": changes,
+            "prev_hash": prev_hash, "hash": digest,
+        })
         prev_hash = digest
-    await session.flush()
+    # A Core INSERT: the entries are never read back in this transaction, so the ORM's
+    # identity map and RETURNING would be pure cost on every change.
+    await session.execute(insert(AuditEntry), rows)
 
 
 @dataclass(frozen=True)

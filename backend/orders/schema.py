@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
@@ -36,6 +36,13 @@ from backend.orders.models import (
 )
 from backend.replay.service import Subject
 from backend.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from backend.lots.schema import ConsumptionType, LotType
+
+# The lots domain builds on orders; these two fields point back at its types lazily.
+LotRef = Annotated["LotType", strawberry.lazy("backend.lots.schema")]
+ConsumptionRef = Annotated["ConsumptionType", strawberry.lazy("backend.lots.schema")]
 
 OrderStatusType = strawberry.enum(OrderStatus, name="OrderStatus")
 OperationStatusType = strawberry.enum(OperationStatus, name="OperationStatus")
@@ -101,6 +108,13 @@ class OrderComponentType:
         assert row is not None  # a foreign key
         return MaterialType.from_row(row)
 
+    @strawberry.field
+    async def consumptions(self, info: Info) -> list[ConsumptionRef]:
+        from backend.lots.schema import ConsumptionType
+
+        rows = await info.context.loaders.consumptions_of_component.load(self.pk)
+        return [ConsumptionType.from_row(r) for r in rows]
+
     @classmethod
     def from_row(cls, row: OrderComponent) -> OrderComponentType:
         return cls(
@@ -147,6 +161,13 @@ class ProductionOrderType(Node):
     async def components(self, info: Info) -> list[OrderComponentType]:
         rows = await info.context.loaders.components_of_order.load(self.pk)
         return [OrderComponentType.from_row(r) for r in rows]
+
+    @strawberry.field
+    async def produced_lots(self, info: Info) -> list[LotRef]:
+        from backend.lots.schema import LotType
+
+        rows = await info.context.loaders.lots_produced_by_order.load(self.pk)
+        return [LotType.from_row(r) for r in rows]
 
     @classmethod
     def from_row(cls, row: ProductionOrder) -> ProductionOrderType:
