@@ -9,6 +9,7 @@ subscriptions, HTTP and WebSocket alike).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import binascii
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -281,6 +282,13 @@ class Replay:
     client_mutation_id: str
     request: dict[str, Any]
     subject: Subject | None = None
+
+
+def request_of(input: Any) -> dict[str, Any]:
+    """A mutation input as plain data, without its clientMutationId (for `Replay.request`)."""
+    data = dataclasses.asdict(input)
+    data.pop("client_mutation_id", None)
+    return data
 
 
 async def run_replayable(

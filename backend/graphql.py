@@ -16,13 +16,14 @@ from backend.gql import AccessControl, Info, Node, resolve_node
 from backend.limits import limit_extensions
 from backend.lots.schema import LotsMutation, LotsQuery, LotsSubscription
 from backend.orders.schema import OrdersMutation, OrdersQuery, OrdersSubscription
+from backend.quality.schema import QualityMutation, QualityQuery, QualitySubscription
 from backend.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 
 @strawberry.type
-class Query(AuthQuery, CatalogQuery, OrdersQuery, LotsQuery, AuditQuery):
+class Query(AuthQuery, CatalogQuery, OrdersQuery, LotsQuery, QualityQuery, AuditQuery):
     @strawberry.field
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
         """Any object by its global id; null when unknown or not visible to you."""
@@ -31,12 +32,12 @@ class Query(AuthQuery, CatalogQuery, OrdersQuery, LotsQuery, AuditQuery):
 
 
 @strawberry.type
-class Mutation(AuthMutation, CatalogMutation, OrdersMutation, LotsMutation):
+class Mutation(AuthMutation, CatalogMutation, OrdersMutation, LotsMutation, QualityMutation):
     pass
 
 
 @strawberry.type
-class Subscription(OrdersSubscription, LotsSubscription):
+class Subscription(OrdersSubscription, LotsSubscription, QualitySubscription):
     pass
 
 

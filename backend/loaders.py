@@ -20,6 +20,13 @@ from backend.auth.models import User
 from backend.catalog.models import Characteristic, Equipment, Material, WorkCenter
 from backend.db import Base, Database, largest_key
 from backend.lots.models import Consumption, Lot
+from backend.quality.models import (
+    Deviation,
+    DeviationLot,
+    Inspection,
+    InspectionResult,
+    Signature,
+)
 from backend.orders.models import OrderComponent, OrderOperation, ProductionOrder
 
 M = TypeVar("M", bound=Base)
@@ -130,3 +137,64 @@ class Loaders:
     @cached_property
     def consumptions_of_component(self) -> DataLoader[int, list[Consumption]]:
         return self.grouped(Consumption, Consumption.component_id, Consumption.id)
+
+    # ---- quality
+    @cached_property
+    def inspection(self) -> DataLoader[int, Inspection | None]:
+        return self.by_id(Inspection)
+
+    @cached_property
+    def deviation(self) -> DataLoader[int, Deviation | None]:
+        return self.by_id(Deviation)
+
+    @cached_property
+    def results_of_inspection(self) -> DataLoader[int, list[InspectionResult]]:
+        return self.grouped(InspectionResult, InspectionResult.inspection_id, InspectionResult.id)
+
+    @cached_property
+    def inspections_of_lot(self) -> DataLoader[int, list[Inspection]]:
+        return self.grouped(Inspection, Inspection.lot_id, Inspection.id)
+
+    @cached_property
+    def inspections_of_operation(self) -> DataLoader[int, list[Inspection]]:
+        return self.grouped(Inspection, Inspection.operation_id, Inspection.id)
+
+    @cached_property
+    def deviations_of_order(self) -> DataLoader[int, list[Deviation]]:
+        return self.grouped(Deviation, Deviation.order_id, Deviation.id)
+
+    @cached_property
+    def signatures_of_deviation(self) -> DataLoader[int, list[Signature]]:
+        return self.grouped(Signature, Signature.deviation_id, Signature.id)
+
+    @cached_property
+    def lots_of_deviation(self) -> DataLoader[int, list[Lot]]:
+        async def load(session: AsyncSession, keys: Sequence[int]) -> list[list[Lot]]:
+            rows = await session.execute(
+                select(DeviationLot.deviation_id, Lot)
+                .join(Lot, Lot.id == DeviationLot.lot_id)
+                .where(DeviationLot.deviation_id.in_(keys))
+                .order_by(DeviationLot.position)
+            )
+            groups: dict[int, list[Lot]] = defaultdict(list)
+            for deviation_id, lot in rows:
+                groups[deviation_id].append(lot)
+            return [groups.get(k, []) for k in keys]
+
+        return self.custom(load)
+
+    @cached_property
+    def deviations_of_lot(self) -> DataLoader[int, list[Deviation]]:
+        async def load(session: AsyncSession, keys: Sequence[int]) -> list[list[Deviation]]:
+            rows = await session.execute(
+                select(DeviationLot.lot_id, Deviation)
+                .join(Deviation, Deviation.id == DeviationLot.deviation_id)
+                .where(DeviationLot.lot_id.in_(keys))
+                .order_by(Deviation.id)
+            )
+            groups: dict[int, list[Deviation]] = defaultdict(list)
+            for lot_id, deviation in rows:
+                groups[lot_id].append(deviation)
+            return [groups.get(k, []) for k in keys]
+
+        return self.custom(load)

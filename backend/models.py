@@ -6,6 +6,14 @@ from backend.catalog.models import Characteristic, Equipment, Material, WorkCent
 from backend.db import Base
 from backend.lots.models import Consumption, GenealogyLink, Lot
 from backend.orders.models import OrderComponent, OrderOperation, ProductionOrder
+from backend.quality.models import (
+    Deviation,
+    DeviationLot,
+    Inspection,
+    InspectionResult,
+    Signature,
+    SigningLock,
+)
 from backend.replay.models import MutationOutcome
 
 __all__ = [
@@ -14,8 +22,12 @@ __all__ = [
     "Base",
     "Characteristic",
     "Consumption",
+    "Deviation",
+    "DeviationLot",
     "Equipment",
     "GenealogyLink",
+    "Inspection",
+    "InspectionResult",
     "LoginThrottle",
     "Lot",
     "Material",
@@ -23,6 +35,8 @@ __all__ = [
     "OrderComponent",
     "OrderOperation",
     "ProductionOrder",
+    "Signature",
+    "SigningLock",
     "User",
     "WorkCenter",
 ]

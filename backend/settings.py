@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # Clock difference tolerated between a device's `scannedAt` and the server.
     clock_skew_seconds: float = 300.0
 
+    # Electronic signatures: wrong passwords in a row before signing locks, and for how long
+    signing_max_failures: int = Field(default=3, ge=1)
+    signing_lock_minutes: float = Field(default=15.0, gt=0)
+
     # Origins allowed to open the WebSocket from a browser (the PWA served elsewhere in development)
     allowed_origins: list[str] = Field(default_factory=list)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db import Database
+from backend.errors import DomainError
 from backend.principal import Principal
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class UnitOfWork:
     audits: list[PendingAudit] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     after_commit_calls: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    refusal_records: list[Callable[[UnitOfWork], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def dialect(self) -> str:
@@ -62,6 +64,14 @@ class UnitOfWork:
     def after_commit(self, call: Callable[[], Awaitable[None]]) -> None:
         self.after_commit_calls.append(call)
 
+    def record_even_if_refused(self, record: Callable[[UnitOfWork], Awaitable[None]]) -> None:
+        """Keeps a record although the change is refused (a failed signature attempt, say).
+
+        When the unit of work ends in a DomainError, everything it did rolls back; then each
+        such record runs in a transaction of its own, with its own audit entries.
+        """
+        self.refusal_records.append(record)
+
 
 @asynccontextmanager
 async def transaction(
@@ -70,12 +80,21 @@ async def transaction(
     """Runs a block as one unit of work; on any exception nothing is written or published."""
     from backend.audit import service as audit_service  # the audit domain sits on top of db
 
-    async with db.write() as session:
-        uow = UnitOfWork(session=session, actor=actor)
-        yield uow
-        await session.flush()
-        if uow.audits:
-            await audit_service.append(session, actor.name, uow.audits)
+    uow: UnitOfWork | None = None
+    try:
+        async with db.write() as session:
+            uow = UnitOfWork(session=session, actor=actor)
+            yield uow
+            await session.flush()
+            if uow.audits:
+                await audit_service.append(session, actor.name, uow.audits)
+    except DomainError:
+        if uow is not None and uow.refusal_records:
+            async with transaction(db, actor, broadcast) as record_uow:
+                for record in uow.refusal_records:
+                    await record(record_uow)
+        raise
+    assert uow is not None
     for channel, payload in uow.events:
         if broadcast is None:
             break

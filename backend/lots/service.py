@@ -18,6 +18,7 @@ from sqlalchemy import Select, case, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import validation
+from backend.audit import service as audit
 from backend.catalog.models import Characteristic, Material
 from backend.db import utcnow
 from backend.errors import DomainError, ErrorCode, Problems
@@ -33,6 +34,7 @@ RUNNING_ORDER = (OrderStatus.RELEASED, OrderStatus.IN_PROGRESS)
 # "Any depth" still needs a bound: genealogy is acyclic by construction (a lot is made from
 # lots that existed before it), and the bound keeps a corrupted cycle from running forever.
 TRACE_DEPTH_LIMIT = 1000
+EXPIRE_ACTION = "lot.expire"
 
 
 def _changed(uow: UnitOfWork, lot: Lot) -> None:
@@ -135,18 +137,39 @@ def parse(settings: Settings, code: str) -> ParsedCode:
         raise DomainError.one(ErrorCode.UNKNOWN_BARCODE, str(error), "code") from error
 
 
-def _scan_time(settings: Settings, scanned_at: dt.datetime | None, now: dt.datetime) -> dt.datetime:
+def _scan_time(
+    problems: Problems, settings: Settings, scanned_at: dt.datetime | None, now: dt.datetime
+) -> dt.datetime:
     if scanned_at is None:
         return now
     if scanned_at.tzinfo is None:
-        raise DomainError.one(ErrorCode.INVALID_INPUT, "needs a time zone", "scannedAt")
+        problems.invalid("scannedAt", "needs a time zone (for example 2026-05-01T08:30:00Z)")
+        return now
     if scanned_at > now + dt.timedelta(seconds=settings.clock_skew_seconds):
-        raise DomainError.one(
-            ErrorCode.INVALID_INPUT,
-            "is later than the server's clock: check the device's time",
-            "scannedAt",
-        )
+        problems.invalid("scannedAt", "is later than the server's clock: check the device's time")
+        return now
     return min(scanned_at, now)
+
+
+async def _status_at(session: AsyncSession, lot: Lot, at: dt.datetime) -> LotStatus:
+    """The lot's status as it bears on a scan made at `at`.
+
+    The expiry job marks a lot EXPIRED only because its time has passed. A scan made before
+    that (an offline device syncing late) meets the lot as it was then: with the status the
+    job replaced, which the job's audit entry records. Any other EXPIRED lot stays EXPIRED.
+    """
+    if lot.status is not LotStatus.EXPIRED or lot.expires_at is None or at >= lot.expires_at:
+        return lot.status
+    entries = await session.scalars(audit.trail_query("Lot", str(lot.id)))
+    expired = max(
+        (e for e in entries if e.action == EXPIRE_ACTION and e.changes),
+        key=lambda e: e.sequence,
+        default=None,
+    )
+    if expired is None:
+        return lot.status
+    before = expired.changes["status"][0] if expired.changes else None
+    return LotStatus(before) if before in LotStatus.__members__ else lot.status
 
 
 async def scan(
@@ -162,6 +185,15 @@ async def scan(
     """Consumes (part of) a scanned lot into an order. See the module docstring for the checks."""
     session = uow.session
     now = utcnow()
+    # Input that is wrong whatever the plant's state comes back first, all of it at once.
+    problems = Problems()
+    asked = (
+        validation.positive_quantity(problems, "quantity", quantity)
+        if quantity is not None
+        else None
+    )
+    at = _scan_time(problems, settings, scanned_at, now)
+    problems.raise_if_any()
     order = await session.scalar(
         select(ProductionOrder).where(ProductionOrder.number == order_number.strip())
     )
@@ -197,14 +229,14 @@ async def scan(
             f"material {material.code}",
             "code",
         )
-    at = _scan_time(settings, scanned_at, now)
     if lot.expires_at is not None and at >= lot.expires_at:
         raise DomainError.one(
             ErrorCode.LOT_EXPIRED,
             f"lot {lot.number} expired on {lot.expires_at:%Y-%m-%d %H:%M} UTC",
             "code",
         )
-    if lot.status is not LotStatus.AVAILABLE:
+    status = await _status_at(session, lot, at)
+    if status is not LotStatus.AVAILABLE:
         raise DomainError.one(
             ErrorCode.LOT_UNAVAILABLE,
             f"lot {lot.number} is {lot.status.value}, not AVAILABLE",
@@ -232,7 +264,7 @@ async def scan(
     component = next(
         (c for c in components if c.quantity_required > c.quantity_consumed), components[0]
     )
-    if quantity is None:
+    if asked is None:
         if needed <= 0:
             raise DomainError.one(
                 ErrorCode.INVALID_INPUT,
@@ -242,16 +274,14 @@ async def scan(
             )
         take = min(needed, lot.quantity)
     else:
-        problems = Problems()
-        take = validation.positive_quantity(problems, "quantity", quantity)
-        problems.raise_if_any()
+        take = asked
     if take > lot.quantity:
         raise DomainError.one(
             ErrorCode.INSUFFICIENT_QUANTITY,
             f"lot {lot.number} holds {lot.quantity} {material.unit}, not {take}",
             "quantity",
         )
-    remaining = await _take(session, lot, take, now)
+    remaining = await _take(session, lot, lot.status, take, now)
     await session.execute(
         update(OrderComponent)
         .where(OrderComponent.id == component.id)
@@ -295,16 +325,19 @@ async def scan(
     return ScanResult(parsed, lot, consumption)
 
 
-async def _take(session: AsyncSession, lot: Lot, take: Decimal, now: dt.datetime) -> Decimal:
+async def _take(
+    session: AsyncSession, lot: Lot, status: LotStatus, take: Decimal, now: dt.datetime
+) -> Decimal:
     """Takes `take` from the lot in one guarded statement; returns what is left.
 
-    The WHERE clause re-checks status and quantity at write time: on PostgreSQL a second
-    concurrent UPDATE waits for the first and then sees its result; SQLite has one writer.
+    The WHERE clause re-checks status (as read by the scan) and quantity at write time: on
+    PostgreSQL a second concurrent UPDATE waits for the first and then sees its result;
+    SQLite has one writer. A lot at zero becomes CONSUMED.
     """
     left = Lot.quantity - take
     result = await session.execute(
         update(Lot)
-        .where(Lot.id == lot.id, Lot.status == LotStatus.AVAILABLE, Lot.quantity >= take)
+        .where(Lot.id == lot.id, Lot.status == status, Lot.quantity >= take)
         .values(
             quantity=left,
             status=case(
@@ -322,7 +355,7 @@ async def _take(session: AsyncSession, lot: Lot, take: Decimal, now: dt.datetime
             select(Lot).where(Lot.id == lot.id).execution_options(populate_existing=True)
         )
         assert current is not None
-        if current.status is not LotStatus.AVAILABLE:
+        if current.status is not status:
             raise DomainError.one(
                 ErrorCode.LOT_UNAVAILABLE,
                 f"lot {lot.number} is {current.status.value}, not AVAILABLE",
@@ -511,7 +544,7 @@ async def expire_due(uow: UnitOfWork, now: dt.datetime | None = None) -> list[Lo
         lot.status = LotStatus.EXPIRED
         lot.updated_at = now
         uow.audit(
-            "lot.expire",
+            EXPIRE_ACTION,
             "Lot",
             lot.id,
             {"status": [before.value, LotStatus.EXPIRED.value], "expiresAt": lot.expires_at},

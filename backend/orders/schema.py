@@ -39,10 +39,13 @@ from backend.uow import UnitOfWork
 
 if TYPE_CHECKING:
     from backend.lots.schema import ConsumptionType, LotType
+    from backend.quality.schema import DeviationType, InspectionType
 
 # The lots domain builds on orders; these two fields point back at its types lazily.
 LotRef = Annotated["LotType", strawberry.lazy("backend.lots.schema")]
 ConsumptionRef = Annotated["ConsumptionType", strawberry.lazy("backend.lots.schema")]
+InspectionRef = Annotated["InspectionType", strawberry.lazy("backend.quality.schema")]
+DeviationRef = Annotated["DeviationType", strawberry.lazy("backend.quality.schema")]
 
 OrderStatusType = strawberry.enum(OrderStatus, name="OrderStatus")
 OperationStatusType = strawberry.enum(OperationStatus, name="OperationStatus")
@@ -76,6 +79,13 @@ class OrderOperationType(Node):
     async def characteristics(self, info: Info) -> list[CharacteristicType]:
         rows = await info.context.loaders.characteristics_of_operation.load(self.pk)
         return [CharacteristicType.from_row(r) for r in rows]
+
+    @strawberry.field
+    async def inspections(self, info: Info) -> list[InspectionRef]:
+        from backend.quality.schema import InspectionType
+
+        rows = await info.context.loaders.inspections_of_operation.load(self.pk)
+        return [InspectionType.from_row(r) for r in rows]
 
     @classmethod
     def from_row(cls, row: OrderOperation) -> OrderOperationType:
@@ -168,6 +178,13 @@ class ProductionOrderType(Node):
 
         rows = await info.context.loaders.lots_produced_by_order.load(self.pk)
         return [LotType.from_row(r) for r in rows]
+
+    @strawberry.field
+    async def deviations(self, info: Info) -> list[DeviationRef]:
+        from backend.quality.schema import DeviationType
+
+        rows = await info.context.loaders.deviations_of_order.load(self.pk)
+        return [DeviationType.from_row(r) for r in rows]
 
     @classmethod
     def from_row(cls, row: ProductionOrder) -> ProductionOrderType:

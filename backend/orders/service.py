@@ -503,15 +503,15 @@ async def quality_gate(session: AsyncSession, operation: OrderOperation) -> str 
 
     An operation with characteristics completes only after an inspection of it has PASSED,
     or a deviation raised from its failed inspection has been APPROVED with USE_AS_IS or
-    REWORK. Inspections and deviations do not exist yet, so today such an operation can
-    never complete. The quality issue extends this function, and only this function: look
-    up the operation's inspections and their deviations here and return None when one of
-    them clears the operation. Operations without characteristics always pass.
+    REWORK. Operations without characteristics always pass.
     """
+    # Quality builds on orders; its rule is asked here, at the one place operations complete.
+    from backend.quality.service import operation_cleared
+
     has_characteristics = await session.scalar(
         select(Characteristic.id).where(Characteristic.operation_id == operation.id).limit(1)
     )
-    if has_characteristics is None:
+    if has_characteristics is None or await operation_cleared(session, operation.id):
         return None
     return (
         f"operation {operation.sequence} needs a passed inspection, or an approved deviation, "

@@ -18,11 +18,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import pytest
@@ -275,12 +275,12 @@ def serve(
 
 
 def mes_serve(
-    database_url: str, cwd: Path, log_dir: Path
+    database_url: str, cwd: Path, log_dir: Path, workers: int = 1
 ) -> contextlib.AbstractContextManager[Server]:
     port = free_port()
     return serve(
         "mes-serve",
-        [str(BIN / "mes"), "serve", "--port", str(port)],
+        [str(BIN / "mes"), "serve", "--port", str(port), "--workers", str(workers)],
         port,
         server_env(database_url),
         cwd,
@@ -424,6 +424,94 @@ async def closed_loop(
     result.seconds = time.perf_counter() - started
     if server is not None:
         result.cpu_seconds = server.cpu_seconds() - cpu_before
+    return result
+
+
+class Script(Protocol):
+    """What one client of `scripted_loop` sends: a new request each time, and its verdict."""
+
+    def next_request(self) -> bytes: ...
+
+    def accept(self, status: int, body: bytes) -> bool:
+        """Whether the response is a success (its latency counts) or an error."""
+        ...
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its live children (`mes serve --workers N`)."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError, IndexError):
+            total += _process_cpu_seconds(current)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                todo += [int(c) for c in children]
+    return total
+
+
+async def scripted_loop(
+    name: str,
+    port: int,
+    scripts: Sequence[Script],
+    duration: float,
+    server: Server | None = None,
+) -> LoadResult:
+    """One keep-alive connection per script, each sending the script's next request as soon as
+    the previous answer is in, for `duration` seconds (requests that differ every time, such as
+    mutations with a unique clientMutationId). CPU is counted over the server's process tree."""
+    result = LoadResult(name, duration)
+    deadline = time.perf_counter() + duration
+
+    async def client(script: Script) -> None:
+        async with Connection.open(port) as conn:
+            while time.perf_counter() < deadline:
+                request = script.next_request()
+                start = time.perf_counter()
+                status, body = await conn.exchange(request)
+                elapsed = time.perf_counter() - start
+                if script.accept(status, body):
+                    result.latencies.append(elapsed)
+                else:
+                    result.errors += 1
+
+    pid = server.process.pid if server else None
+    cpu_before = process_tree_cpu_seconds(pid) if pid else 0.0
+    started = time.perf_counter()
+    await asyncio.gather(*(client(script) for script in scripts))
+    result.seconds = time.perf_counter() - started
+    if pid is not None:
+        result.cpu_seconds = process_tree_cpu_seconds(pid) - cpu_before
+    return result
+
+
+async def task_loop(
+    name: str, tasks: Sequence[Callable[[], Awaitable[bool]]], duration: float
+) -> LoadResult:
+    """Like `scripted_loop` for in-process work: each task's call repeated back to back for
+    `duration` seconds, all tasks at once; a call returning False counts as an error."""
+    result = LoadResult(name, duration)
+    deadline = time.perf_counter() + duration
+
+    async def worker(call: Callable[[], Awaitable[bool]]) -> None:
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            ok = await call()
+            elapsed = time.perf_counter() - start
+            if ok:
+                result.latencies.append(elapsed)
+            else:
+                result.errors += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(call) for call in tasks))
+    result.seconds = time.perf_counter() - started
     return result
 
 

@@ -1,0 +1,1 @@
+"""Quality: inspections, deviations with disposition, electronic signatures, the batch record."""
