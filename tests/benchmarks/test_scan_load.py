@@ -24,8 +24,8 @@ what the clients saw accepted), every component's consumed quantity = its consum
 Run: MES_BENCH=1 pytest tests/benchmarks/test_scan_load.py -s
 MES_BENCH_SECONDS (measured seconds, default 10), MES_BENCH_WARMUP (default 3),
 MES_BENCH_OPERATORS (default 50), MES_BENCH_WORKERS (`mes serve --workers`, default 1),
-MES_BENCH_PYSPY=FILE (records the server under load with py-spy into FILE, an SVG flame graph,
-or a speedscope JSON when FILE ends in .json). Databases: MES_BENCH_DATABASE_URL with a
+MES_BENCH_PYSPY=FILE (records the server under load with py-spy into FILE: an SVG flame graph,
+a speedscope JSON when FILE ends in .json, collapsed stacks when it ends in .txt). Databases: MES_BENCH_DATABASE_URL with a
 `_scan*` suffix, dropped at the end.
 """
 
@@ -506,7 +506,8 @@ def start_py_spy(pid: int, duration: float) -> subprocess.Popen[bytes] | None:
     target = os.environ.get("MES_BENCH_PYSPY")
     if not target:
         return None
-    fmt = ["--format", "speedscope"] if target.endswith(".json") else []
+    formats = {".json": "speedscope", ".txt": "raw"}
+    fmt = ["--format", formats.get(Path(target).suffix, "flamegraph")]
     return subprocess.Popen(
         [
             str(benchkit.BIN / "py-spy"),
