@@ -274,6 +274,12 @@ async def run_mutation(
     return payload(**fields)
 
 
+# Refusals not kept for replay: retrying a signature with the right password under the same
+# clientMutationId must sign, not answer the earlier mistyped attempt. (Signing needs the
+# network, so no offline queue resends it blindly.)
+NOT_REPLAYED = frozenset({ErrorCode.SIGNATURE_INVALID})
+
+
 @dataclass(frozen=True)
 class Replay:
     """What makes a shop-floor mutation safe to resend: the client's id for it, the request
@@ -370,6 +376,8 @@ async def run_replayable(
             await uow.session.flush()
     except DomainError as error:
         errors = [MutationError.of(p) for p in error.problems]
+        if any(p.code in NOT_REPLAYED for p in error.problems):
+            return payload(errors=errors)
         try:
             async with db.write() as session:
                 replay_service.store(
