@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
@@ -23,6 +24,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+from backend.auth import policy
 from backend.auth import service as auth_service
 from backend.db import Database
 from backend.events import create_broadcast
@@ -31,6 +33,7 @@ from backend.graphql import build_schema
 from backend.jobs import JobContext, JobQueue, create_job_queue
 from backend.limits import BodySizeLimit
 from backend.principal import Principal
+from backend.quality import batch_record as batch_records
 from backend.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,77 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
 
+# A report may hold the token in its URL (?token=): keep it out of Referer headers and caches;
+# the page carries no script, so forbid any that an escaping slip could let in.
+_REPORT_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+_REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
+
+
+class RedactQueryTokens(logging.Filter):
+    """Keeps the tokens of reports opened as `?token=…` out of the server's access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_IN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+async def batch_record(request: Request) -> Response:
+    """`GET /orders/{number}/batch-record` (HTML, printable) and `….json` (the same data).
+
+    The token comes as for /graphql, in `Authorization: Bearer TOKEN`, or, so that a browser
+    tab can open and print the record, as `?token=TOKEN` (prefer the header: a URL stays in
+    the browser's history; the access log shows it redacted). Roles:
+    `policy.REPORTS["batchRecord"]`. No or an invalid token is 401, another role 403, an
+    unknown order 404.
+    """
+    as_json = request.url.path.endswith(".json")
+
+    def refuse(status: int, message: str) -> Response:
+        headers = dict(_REPORT_HEADERS)
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="mes"'
+        if as_json:
+            return JSONResponse({"error": message}, status_code=status, headers=headers)
+        return Response(
+            message + "\n", status_code=status, headers=headers, media_type="text/plain"
+        )
+
+    services: Services = request.app.state.services
+    token = _bearer(request.headers.get("authorization")) or request.query_params.get("token")
+    if not token:
+        return refuse(401, "sign in: send 'Authorization: Bearer <token>' or add ?token=<token>")
+    number = request.path_params["number"]
+    async with services.db.read() as session:
+        principal = await auth_service.authenticate(session, services.settings, token)
+        if principal is None:
+            return refuse(401, "the token is invalid or has expired: sign in again")
+        if not principal.has_any(policy.REPORTS["batchRecord"]):
+            return refuse(403, "your roles do not allow reading batch records")
+        record = await batch_records.build(
+            session,
+            number,
+            gs_stand_ins=services.settings.gs_stand_ins,
+            generated_by=principal.name,
+        )
+    if record is None:
+        return refuse(404, f"no production order {number.strip()!r}")
+    if as_json:
+        return JSONResponse(record, headers=_REPORT_HEADERS)
+    return HTMLResponse(
+        batch_records.render_html(record),
+        headers={**_REPORT_HEADERS, "Content-Security-Policy": _REPORT_CSP},
+    )
+
+
 JOB_QUEUE_RETRY_SECONDS = (1.0, 30.0)
 """First and longest pause between attempts to connect the job queue to Redis."""
 
@@ -130,6 +204,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     settings.require_secret_key()
     schema = build_schema(settings)
+    access_log = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactQueryTokens) for f in access_log.filters):
+        access_log.addFilter(RedactQueryTokens())
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -173,6 +250,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/graphql", view),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/orders/{number}/batch-record", batch_record, methods=["GET"]),
+        Route("/orders/{number}/batch-record.json", batch_record, methods=["GET"]),
     ]
     if (PWA_DIST / "assets").is_dir():
         routes.append(Mount("/assets", StaticFiles(directory=PWA_DIST / "assets"), name="assets"))

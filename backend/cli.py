@@ -318,7 +318,7 @@ def cmd_export_schema(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from backend.db import Database
-    from backend.demo import DemoCode, demo_codes, seed
+    from backend.demo import DemoCode, DemoQuality, demo_codes, demo_quality, seed
     from backend.migrate import upgrade
     from backend.settings import get_settings
 
@@ -330,16 +330,17 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _say(f"migrating {_safe_url(settings.database_url)} ...")
     upgrade(settings.database_url)
 
-    async def run_seed() -> tuple[list[tuple[str, str, str]], list[DemoCode]]:
+    async def run_seed() -> tuple[list[tuple[str, str, str]], list[DemoCode], DemoQuality]:
         db = Database(settings.database_url)
         try:
             users = await seed(db, settings)
             codes = await demo_codes(db)
+            quality = await demo_quality(db, settings)
         finally:
             await db.dispose()
-        return [(u.username, u.password, ", ".join(u.roles)) for u in users], codes
+        return [(u.username, u.password, ", ".join(u.roles)) for u in users], codes, quality
 
-    logins, codes = asyncio.run(run_seed())
+    logins, codes, quality = asyncio.run(run_seed())
     url = (
         f"http://{'localhost' if args.host in ('0.0.0.0', '127.0.0.1') else args.host}:{args.port}"
     )
@@ -352,6 +353,18 @@ def cmd_demo(args: argparse.Namespace) -> None:
     for code in codes:
         _say(f"    {code.lot:<13} {code.status:<11} {code.printable}")
     _say("  Released orders to scan into: PO-1001 (blending), PO-1002 (tableting).")
+    if quality.open_deviation:
+        _say(
+            f"  Open deviation for the supervisors' inbox: {quality.open_deviation} "
+            "(sign in as supervisor or quality to decide it)."
+        )
+    if quality.batch_order:
+        _say(
+            f"  Batch record of the completed order {quality.batch_order} (opens as quality):",
+            f"    {url}/orders/{quality.batch_order}/batch-record?token={quality.reviewer_token}",
+            f"    as JSON: {url}/orders/{quality.batch_order}/batch-record.json "
+            "with 'Authorization: Bearer <token>'",
+        )
     _say("  Stop with Ctrl+C.\n")
     _serve(args.host, args.port, 1)
 

@@ -10,14 +10,17 @@ from sqlalchemy import select
 
 from backend.auth import service as auth_service
 from backend.auth.models import User
+from backend.auth.service import principal_of
 from backend.catalog import service as catalog
 from backend.catalog.models import CharacteristicKind, Material, MaterialKind
 from backend.db import Database, utcnow
 from backend.lots import service as lots
-from backend.lots.models import Lot
+from backend.lots.models import Lot, LotStatus
 from backend.orders import service as orders
 from backend.orders.models import OrderStatus, ProductionOrder
 from backend.principal import SYSTEM, Principal, Role
+from backend.quality import service as quality
+from backend.quality.models import Deviation, DeviationSeverity, DeviationStatus, Disposition
 from backend.settings import Settings
 from backend.uow import transaction
 
@@ -278,7 +281,223 @@ async def seed(db: Database, settings: Settings) -> list[DemoUser]:
                 expires_at=now + dt.timedelta(days=demo_lot.expires_in_days),
                 supplier_lot=demo_lot.supplier_lot,
             )
+    await _seed_open_deviation(db)
+    await _seed_completed_order(db, settings)
     return list(DEMO_USERS)
+
+
+# ---------------------------------------------------------------- quality: the inbox and a batch
+
+OPEN_DEVIATION_TITLE = "Torn bag on receipt"
+OPEN_DEVIATION_LOT = "LAC-2611-01"
+BATCH_ORDER = "PO-1004"
+_BATCH_EXTERNAL_ID = "SAP-4714"
+# The pilot batch's own lots, so the lots printed for people to scan stay as they are.
+_BATCH_LOTS = (
+    DemoLot("API-2610-07", "PARA-API", Decimal("8"), 700, "SUP-A-7650"),
+    DemoLot("LAC-2610-04", "LACTOSE", Decimal("1.9"), 1000, "LAC-98877"),
+    DemoLot("MGS-2610-02", "MG-STEARATE", Decimal("0.1"), 900, "MGS-4398"),
+)
+
+
+def _password(username: str) -> str:
+    return next(u.password for u in DEMO_USERS if u.username == username)
+
+
+async def _people(db: Database, *usernames: str) -> dict[str, Principal]:
+    """The demo users as principals, so their work is recorded under their own names."""
+    async with db.read() as session:
+        users = await session.scalars(select(User).where(User.username.in_(usernames)))
+        return {user.username: principal_of(user) for user in users}
+
+
+async def _seed_open_deviation(db: Database) -> None:
+    """An OPEN deviation raised from the floor, waiting in the supervisors' inbox."""
+    async with db.read() as session:
+        if await session.scalar(
+            select(Deviation.id).where(Deviation.title == OPEN_DEVIATION_TITLE).limit(1)
+        ):
+            return
+        lot = await lots.by_number(session, OPEN_DEVIATION_LOT)
+    if lot is None or lot.status not in (LotStatus.QUARANTINE, LotStatus.AVAILABLE):
+        return  # the lot has moved on (consumed, rejected): no story to tell
+    operator = (await _people(db, "operator"))["operator"]
+    async with transaction(db, operator) as uow:
+        await quality.raise_deviation(
+            uow,
+            title=OPEN_DEVIATION_TITLE,
+            description=(
+                f"One bag of lot {OPEN_DEVIATION_LOT} arrived torn; powder spilled on the "
+                "pallet. Bag set aside and taped; the other bags look intact."
+            ),
+            severity=DeviationSeverity.MINOR,
+            lot_numbers=[OPEN_DEVIATION_LOT],
+            order_number=None,
+        )
+
+
+def _batch_order(now: dt.datetime) -> orders.OrderSpec:
+    return orders.OrderSpec(
+        external_id=_BATCH_EXTERNAL_ID,
+        number=BATCH_ORDER,
+        product_code="BLEND-500",
+        quantity=Decimal("10"),
+        due_at=now,
+        priority=1,
+        work_center_code="WC-BLEND",
+        components=[
+            orders.ComponentSpec("PARA-API", Decimal("8"), 10),
+            orders.ComponentSpec("LACTOSE", Decimal("1.9"), 10),
+            orders.ComponentSpec("MG-STEARATE", Decimal("0.1"), 20),
+        ],
+        operations=[
+            orders.OperationSpec(10, "Charge and blend", "WC-BLEND", "Pilot batch: 10 kg."),
+            orders.OperationSpec(
+                20,
+                "Lubricate",
+                "WC-BLEND",
+                "Add magnesium stearate; blend 3 minutes.",
+                [_char("Blend uniformity RSD", None, 5.0, "%")],
+            ),
+        ],
+    )
+
+
+async def _seed_completed_order(db: Database, settings: Settings) -> None:
+    """PO-1004, a pilot blend made start to finish, with a batch record worth reading: two
+    incoming inspections (one moisture result out of spec, accepted by a signed USE_AS_IS
+    deviation), three lots scanned in, an in-process inspection, scrap with its reason, and
+    the lot produced. Seeded once: a PO-1004 already there is left as it is."""
+    async with db.read() as session:
+        if await orders.by_number(session, BATCH_ORDER) is not None:
+            return
+    people = await _people(db, "operator", "quality")
+    operator, quality_lead = people["operator"], people["quality"]
+    erp = Principal(name="erp", roles=frozenset({Role.ERP}))
+    now = utcnow()
+    async with transaction(db, erp) as uow:
+        await orders.upsert(uow, _batch_order(now))
+        await orders.release(uow, BATCH_ORDER)
+    for demo_lot in _BATCH_LOTS:
+        async with transaction(db, operator) as uow:
+            await lots.receive(
+                uow,
+                number=demo_lot.number,
+                material_code=demo_lot.material_code,
+                quantity=demo_lot.quantity,
+                expires_at=now + dt.timedelta(days=demo_lot.expires_in_days),
+                supplier_lot=demo_lot.supplier_lot,
+            )
+
+    async def inspect(
+        results: list[quality.ResultSpec], lot: str | None = None, sequence: int | None = None
+    ) -> str | None:
+        """Inspects a lot or an operation of PO-1004; the number of a deviation it raised."""
+        async with transaction(db, operator) as uow:
+            inspection = await quality.start_inspection(
+                uow,
+                lot_number=lot,
+                order_number=BATCH_ORDER if sequence is not None else None,
+                operation_sequence=sequence,
+            )
+        async with transaction(db, operator) as uow:
+            _, deviation = await quality.record_results(uow, inspection.number, results)
+            return deviation.number if deviation is not None else None
+
+    await inspect(
+        [
+            quality.ResultSpec("Assay", 99.6, None, None),
+            quality.ResultSpec("Appearance", None, True, "White crystalline powder"),
+        ],
+        lot="API-2610-07",
+    )
+    raised = await inspect(
+        [quality.ResultSpec("Moisture", 5.8, None, "Karl Fischer, two determinations")],
+        lot="LAC-2610-04",
+    )
+    if raised is not None:
+        async with transaction(db, quality_lead) as uow:
+            await quality.decide(
+                uow,
+                settings,
+                number=raised,
+                approve=True,
+                disposition=Disposition.USE_AS_IS,
+                signature=quality.SignatureSpec(
+                    password=_password("quality"),
+                    meaning="Approved: use as is",
+                    reason=(
+                        "Moisture 5.8 % is within the validated range of the blend process "
+                        "(up to 6.5 %); lactose is 19 % of the blend."
+                    ),
+                ),
+            )
+
+    async def scan(lot: str, sequence: int) -> None:
+        async with transaction(db, operator) as uow:
+            await lots.scan(
+                uow,
+                settings,
+                code=lot,
+                order_number=BATCH_ORDER,
+                operation_sequence=sequence,
+                quantity=None,
+                scanned_at=None,
+            )
+
+    async with transaction(db, operator) as uow:
+        await orders.start_operation(uow, BATCH_ORDER, 10)
+    await scan("API-2610-07", 10)
+    await scan("LAC-2610-04", 10)
+    async with transaction(db, operator) as uow:
+        await orders.complete_operation(uow, BATCH_ORDER, 10, Decimal("9.9"), Decimal("0"), None)
+    async with transaction(db, operator) as uow:
+        await orders.start_operation(uow, BATCH_ORDER, 20)
+    await scan("MGS-2610-02", 20)
+    await inspect([quality.ResultSpec("Blend uniformity RSD", 2.1, None, None)], sequence=20)
+    async with transaction(db, operator) as uow:
+        await lots.produce(
+            uow, order_number=BATCH_ORDER, quantity=Decimal("9.8"), number=None, expires_at=None
+        )
+    async with transaction(db, operator) as uow:
+        await orders.complete_operation(
+            uow,
+            BATCH_ORDER,
+            20,
+            Decimal("9.8"),
+            Decimal("0.2"),
+            "Blend left in the discharge chute",
+        )
+
+
+@dataclass(frozen=True)
+class DemoQuality:
+    """What `mes demo` points people to: the open deviation and a batch record to read."""
+
+    open_deviation: str | None
+    batch_order: str | None
+    reviewer_token: str | None  # a token of the demo quality user, for opening the record
+
+
+async def demo_quality(db: Database, settings: Settings) -> DemoQuality:
+    async with db.read() as session:
+        deviation = await session.scalar(
+            select(Deviation.number)
+            .where(
+                Deviation.title == OPEN_DEVIATION_TITLE, Deviation.status == DeviationStatus.OPEN
+            )
+            .order_by(Deviation.id)
+            .limit(1)
+        )
+        order = await orders.by_number(session, BATCH_ORDER)
+        reviewer = await session.scalar(select(User).where(User.username == "quality"))
+    return DemoQuality(
+        open_deviation=deviation,
+        batch_order=order.number
+        if order is not None and order.status is OrderStatus.COMPLETED
+        else None,
+        reviewer_token=auth_service.issue_user_token(settings, reviewer) if reviewer else None,
+    )
 
 
 async def demo_codes(db: Database) -> list[DemoCode]:

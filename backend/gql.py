@@ -9,8 +9,8 @@ subscriptions, HTTP and WebSocket alike).
 from __future__ import annotations
 
 import base64
-import dataclasses
 import binascii
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
@@ -327,7 +327,9 @@ async def run_replayable(
                 MutationError(
                     code=ErrorCode.INVALID_INPUT,
                     field="clientMutationId",
-                    message=f"give an id of 1-{replay_service.ID_MAX} characters, unique per action",
+                    message=(
+                        f"give an id of 1-{replay_service.ID_MAX} characters, unique per action"
+                    ),
                 )
             ]
         )
@@ -372,6 +374,7 @@ async def run_replayable(
                 outcome={"refs": refs},
                 succeeded=True,
                 subject=replay.subject,
+                request=replay.request,
             )
             await uow.session.flush()
     except DomainError as error:
@@ -388,6 +391,7 @@ async def run_replayable(
                     digest=digest,
                     succeeded=False,
                     subject=replay.subject,
+                    request=replay.request,
                     outcome={
                         "errors": [
                             {"code": e.code.value, "message": e.message, "field": e.field}

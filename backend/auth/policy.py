@@ -48,6 +48,12 @@ QUERIES: dict[str, frozenset[Role]] = {
     "verifyAuditTrail": frozenset({Role.QUALITY, Role.ADMIN}),
 }
 
+# HTTP reports outside GraphQL (backend/app.py). Batch records show who did what to which
+# material: people who review or release batches, and integrators that archive them.
+REPORTS: dict[str, frozenset[Role]] = {
+    "batchRecord": frozenset({Role.QUALITY, Role.SUPERVISOR, Role.ADMIN, Role.INTEGRATOR}),
+}
+
 
 def may_mutate(principal: Principal | None, field: str) -> bool:
     if field in PUBLIC:

@@ -218,7 +218,8 @@ class ScanLotInput:
     quantity: Decimal | None = strawberry.field(
         default=None,
         description=(
-            "Left out: as much as the order still needs of that material, at most what the lot holds."
+            "Left out: as much as the order still needs of that material, "
+            "at most what the lot holds."
         ),
     )
     scanned_at: dt.datetime | None = strawberry.field(

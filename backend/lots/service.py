@@ -1,10 +1,13 @@
 """Lots: receiving, scanning into orders, producing, genealogy and expiry.
 
-Scanning checks, in this order (BEHAVIOUR.md, "Lots and scanning"): the order is RELEASED or
-IN_PROGRESS; the lot exists; a GTIN in the code is the lot's material's; the lot is not past
-its expiry at scan time; it is AVAILABLE; its material is one of the order's components. The
-quantity is then taken with one guarded UPDATE, so two operators scanning the same lot at the
-same moment can never take more than it holds.
+Scanning first refuses input that is wrong whatever the plant's state (a quantity not > 0, a
+`scannedAt` without a zone or ahead of the server's clock), all such problems at once. Then the
+checks, in this order (BEHAVIOUR.md, "Lots and scanning"): the order is RELEASED or
+IN_PROGRESS (and has the operation, when one is named); the lot exists; a GTIN in the code is
+the lot's material's; the lot is not past its expiry at scan time; it is AVAILABLE (at scan
+time: see `_status_at`); its material is one of the order's components; the lot holds the
+quantity. The quantity is then taken with one guarded UPDATE, so two operators scanning the
+same lot at the same moment can never take more than it holds.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import Select, case, func, literal, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import validation
@@ -25,7 +29,7 @@ from backend.errors import DomainError, ErrorCode, Problems
 from backend.lots.barcode import BarcodeError, ParsedCode, parse_code
 from backend.lots.models import Consumption, GenealogyLink, Lot, LotStatus
 from backend.orders import service as orders
-from backend.orders.models import OrderComponent, OrderStatus, ProductionOrder
+from backend.orders.models import OrderComponent, OrderOperation, OrderStatus, ProductionOrder
 from backend.settings import Settings
 from backend.uow import UnitOfWork
 
@@ -35,6 +39,7 @@ RUNNING_ORDER = (OrderStatus.RELEASED, OrderStatus.IN_PROGRESS)
 # lots that existed before it), and the bound keeps a corrupted cycle from running forever.
 TRACE_DEPTH_LIMIT = 1000
 EXPIRE_ACTION = "lot.expire"
+_STATUS_VALUES = frozenset(s.value for s in LotStatus)
 
 
 def _changed(uow: UnitOfWork, lot: Lot) -> None:
@@ -55,6 +60,18 @@ def _default_expiry(material: Material, now: dt.datetime) -> dt.datetime | None:
 async def _unique_number(session: AsyncSession, number: str, field: str) -> None:
     if await session.scalar(select(Lot.id).where(Lot.number == number)) is not None:
         raise DomainError.one(ErrorCode.CONFLICT, f"lot {number} already exists", field)
+
+
+async def _insert(session: AsyncSession, lot: Lot, field: str) -> None:
+    """Writes the new lot. The number was checked free, but a concurrent transaction can take
+    it before this one commits (PostgreSQL): the unique index then decides, as a CONFLICT."""
+    session.add(lot)
+    try:
+        await session.flush()
+    except IntegrityError as error:
+        raise DomainError.one(
+            ErrorCode.CONFLICT, f"lot {lot.number} already exists", field
+        ) from error
 
 
 # ---------------------------------------------------------------- receiving
@@ -100,8 +117,7 @@ async def receive(
         created_at=now,
         updated_at=now,
     )
-    session.add(lot)
-    await session.flush()
+    await _insert(session, lot, "number")
     uow.audit(
         "lot.receive",
         "Lot",
@@ -169,7 +185,7 @@ async def _status_at(session: AsyncSession, lot: Lot, at: dt.datetime) -> LotSta
     if expired is None:
         return lot.status
     before = expired.changes["status"][0] if expired.changes else None
-    return LotStatus(before) if before in LotStatus.__members__ else lot.status
+    return LotStatus(before) if before in _STATUS_VALUES else lot.status
 
 
 async def scan(
@@ -207,6 +223,19 @@ async def scan(
             f"order {order.number} is {order.status.value}: material can be scanned "
             "only into a RELEASED or IN_PROGRESS order",
             "orderNumber",
+        )
+    if operation_sequence is not None and (
+        await session.scalar(
+            select(OrderOperation.id).where(
+                OrderOperation.order_id == order.id, OrderOperation.sequence == operation_sequence
+            )
+        )
+        is None
+    ):
+        raise DomainError.one(
+            ErrorCode.NOT_FOUND,
+            f"order {order.number} has no operation {operation_sequence}",
+            "operationSequence",
         )
     parsed = parse(settings, code)
     if not parsed.lot_number:
@@ -416,8 +445,7 @@ async def produce(
         created_at=now,
         updated_at=now,
     )
-    session.add(lot)
-    await session.flush()
+    await _insert(session, lot, "number")
     inputs = (
         await session.execute(
             select(Consumption.lot_id, func.sum(Consumption.quantity))
@@ -465,6 +493,13 @@ async def _next_number(session: AsyncSession, order: ProductionOrder) -> str:
     n = int(made) + 1
     while True:
         candidate = f"{order.number}-{n:03d}"
+        if len(candidate) > validation.CODE_MAX:
+            raise DomainError.one(
+                ErrorCode.INVALID_INPUT,
+                f"order {order.number}'s number is too long to number its lots after it: "
+                "give the lot a number",
+                "number",
+            )
         if await session.scalar(select(Lot.id).where(Lot.number == candidate)) is None:
             return candidate
         n += 1

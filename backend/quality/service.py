@@ -3,8 +3,8 @@
     startInspection ─▶ OPEN ─recordInspectionResults─▶ PASSED  (incoming: lot → AVAILABLE)
                                                      └▶ FAILED  (deviation raised, lot → ON_HOLD)
     raiseDeviation ─▶ OPEN (lots → ON_HOLD) ─approve─▶ APPROVED: USE_AS_IS → AVAILABLE,
-                                             │                  REWORK → stays ON_HOLD,
-                                             │                  SCRAP / RETURN_TO_SUPPLIER → REJECTED
+                                             │          REWORK → stays ON_HOLD,
+                                             │          SCRAP / RETURN_TO_SUPPLIER → REJECTED
                                              └reject──▶ REJECTED (lots stay ON_HOLD)
 
 A decision is an electronic signature: the signer's password again, what the signature means
@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Select, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import validation
@@ -293,9 +295,7 @@ async def record_results(
             InspectionResult(
                 inspection_id=inspection.id,
                 characteristic_id=characteristic.id,
-                value=spec.value
-                if characteristic.kind is CharacteristicKind.NUMERIC
-                else spec.value,
+                value=spec.value,
                 passed=passed,
                 note=note,
                 recorded_by_id=uow.actor.user_id,
@@ -333,12 +333,13 @@ async def record_results(
 
 async def _decide_inspection(uow: UnitOfWork, inspection: Inspection) -> Deviation | None:
     session = uow.session
-    failed = await session.scalar(
-        select(InspectionResult.id)
+    failing = await session.scalar(
+        select(InspectionResult)
         .where(InspectionResult.inspection_id == inspection.id, InspectionResult.passed.is_(False))
+        .order_by(InspectionResult.id)
         .limit(1)
     )
-    inspection.status = InspectionStatus.FAILED if failed is not None else InspectionStatus.PASSED
+    inspection.status = InspectionStatus.FAILED if failing else InspectionStatus.PASSED
     inspection.completed_at = utcnow()
     uow.audit(
         "inspection.complete",
@@ -347,31 +348,40 @@ async def _decide_inspection(uow: UnitOfWork, inspection: Inspection) -> Deviati
         {"number": inspection.number, "status": inspection.status.value},
     )
     lot = await session.get(Lot, inspection.lot_id) if inspection.lot_id is not None else None
-    if inspection.status is InspectionStatus.PASSED:
+    if failing is None:
         if lot is not None and lot.status is LotStatus.QUARANTINE:
             _set_lot_status(
                 uow, lot, LotStatus.AVAILABLE, "lot.release", inspection=inspection.number
             )
         return None
+    order = (
+        await session.get(ProductionOrder, inspection.order_id)
+        if inspection.order_id is not None
+        else None
+    )
     if lot is not None:
         title = f"Incoming inspection {inspection.number} of lot {lot.number} failed"
     else:
         operation = await session.get(OrderOperation, inspection.operation_id)
-        order = await session.get(ProductionOrder, inspection.order_id)
-        assert operation is not None and order is not None
+        assert operation is not None
+        assert order is not None
         title = (
             f"Inspection {inspection.number} of order {order.number} "
             f"operation {operation.sequence} failed"
         )
-    return await raise_deviation(
+    # Raised by whoever recorded the failing result (not whoever recorded the last one), so
+    # that person cannot decide it; a lot consumed or expired meanwhile is named, not held.
+    return await _open_deviation(
         uow,
         title=title,
         description=None,
         severity=DeviationSeverity.MAJOR,
-        lot_numbers=[lot.number] if lot is not None else [],
-        order_number=None,
+        lots=[lot] if lot is not None else [],
+        order=order,
         source=DeviationSource.INSPECTION,
         inspection=inspection,
+        raised_by_id=failing.recorded_by_id,
+        raised_by=failing.recorded_by,
     )
 
 
@@ -452,6 +462,35 @@ async def raise_deviation(
     elif inspection is not None and inspection.order_id is not None:
         order = await session.get(ProductionOrder, inspection.order_id)
     problems.raise_if_any()
+    return await _open_deviation(
+        uow,
+        title=title,
+        description=description,
+        severity=severity,
+        lots=[lots_by_number[n] for n in dict.fromkeys(numbers)],
+        order=order,
+        source=source,
+        inspection=inspection,
+        raised_by_id=uow.actor.user_id,
+        raised_by=uow.actor.name,
+    )
+
+
+async def _open_deviation(
+    uow: UnitOfWork,
+    *,
+    title: str,
+    description: str | None,
+    severity: DeviationSeverity,
+    lots: Sequence[Lot],
+    order: ProductionOrder | None,
+    source: DeviationSource,
+    inspection: Inspection | None,
+    raised_by_id: int | None,
+    raised_by: str,
+) -> Deviation:
+    """Writes an OPEN deviation and holds those of its lots that can still be held."""
+    session = uow.session
     deviation = Deviation(
         title=title,
         description=description,
@@ -460,16 +499,15 @@ async def raise_deviation(
         source=source,
         order_id=order.id if order else None,
         inspection_id=inspection.id if inspection else None,
-        raised_by_id=uow.actor.user_id,
-        raised_by=uow.actor.name,
+        raised_by_id=raised_by_id,
+        raised_by=raised_by,
         raised_at=utcnow(),
     )
     await _numbered(session, deviation, "DEV")
-    unique = list(dict.fromkeys(numbers))
-    for position, n in enumerate(unique):
-        lot = lots_by_number[n]
+    for position, lot in enumerate(lots):
         session.add(DeviationLot(deviation_id=deviation.id, lot_id=lot.id, position=position))
-        _set_lot_status(uow, lot, LotStatus.ON_HOLD, "lot.hold", deviation=deviation.number)
+        if lot.status in _HOLDABLE:
+            _set_lot_status(uow, lot, LotStatus.ON_HOLD, "lot.hold", deviation=deviation.number)
     await session.flush()
     uow.audit(
         "deviation.raise",
@@ -481,9 +519,10 @@ async def raise_deviation(
             "description": description,
             "severity": severity,
             "source": source,
-            "lots": unique,
+            "lots": [lot.number for lot in lots],
             "order": order.number if order else None,
             "inspection": inspection.number if inspection else None,
+            "raisedBy": raised_by,
         },
     )
     _deviation_changed(uow, deviation)
@@ -559,10 +598,18 @@ async def _check_signer(uow: UnitOfWork, settings: Settings, password: str) -> U
     username = user.username  # the rollback expires `user`; the record runs after it
 
     async def count_failure(record: UnitOfWork) -> None:
-        row = await record.session.get(SigningLock, user_id)
-        if row is None:
-            row = SigningLock(user_id=user_id, failures=0, last_failure_at=now)
-            record.session.add(row)
+        # Two wrong passwords at once must both count: make sure the row exists, then
+        # increment it under a row lock (PostgreSQL; SQLite writers take turns anyway).
+        insert = sqlite_insert if record.dialect == "sqlite" else postgresql_insert
+        await record.session.execute(
+            insert(SigningLock)
+            .values(user_id=user_id, failures=0, last_failure_at=now)
+            .on_conflict_do_nothing(index_elements=[SigningLock.user_id])
+        )
+        stmt = select(SigningLock).where(SigningLock.user_id == user_id)
+        if record.dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        row = (await record.session.scalars(stmt.execution_options(populate_existing=True))).one()
         row.failures = (row.failures or 0) + 1
         row.last_failure_at = now
         record.audit(

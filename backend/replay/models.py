@@ -25,6 +25,8 @@ class MutationOutcome(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     # The payload's objects (by id) and errors; a replay rebuilds the payload from these.
     outcome: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # What was asked (never a password), for records such as the code of a refused scan.
+    request: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     succeeded: Mapped[bool] = mapped_column(default=True)
     # What the mutation was about, for records such as "scans refused for this order".
     subject_type: Mapped[str | None] = mapped_column(String(64))

@@ -20,12 +20,23 @@ from backend.audit.service import jsonable
 from backend.replay.models import MutationOutcome
 
 ID_MAX = 100
+SUBJECT_TYPE_MAX, SUBJECT_KEY_MAX = 64, 100  # the columns' lengths
 
 
 def request_hash(operation: str, request: dict[str, Any]) -> str:
     """A fingerprint of what was asked, to tell a true resend from a reused id."""
     canonical = json.dumps({"op": operation, "input": jsonable(request)}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _without_secrets(value: Any) -> Any:
+    """The request as stored: every `password` key dropped, at any depth (a signature's
+    password must never be written anywhere, whichever mutation forgot to strip it)."""
+    if isinstance(value, dict):
+        return {k: _without_secrets(v) for k, v in value.items() if k != "password"}
+    if isinstance(value, list):
+        return [_without_secrets(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ def store(
     outcome: dict[str, Any],
     succeeded: bool,
     subject: Subject | None,
+    request: dict[str, Any] | None = None,
 ) -> None:
     session.add(
         MutationOutcome(
@@ -65,9 +77,12 @@ def store(
             operation=operation,
             request_hash=digest,
             outcome=jsonable(outcome),
+            request=_without_secrets(jsonable(request)) if request is not None else None,
             succeeded=succeeded,
-            subject_type=subject.type if subject else None,
-            subject_key=subject.key if subject else None,
+            # Bounded like the columns: the key comes from the client's input, which may be
+            # the over-long value the refusal being stored is about.
+            subject_type=subject.type[:SUBJECT_TYPE_MAX] if subject else None,
+            subject_key=subject.key[:SUBJECT_KEY_MAX] if subject else None,
         )
     )
 

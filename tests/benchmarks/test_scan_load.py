@@ -25,8 +25,8 @@ Run: MES_BENCH=1 pytest tests/benchmarks/test_scan_load.py -s
 MES_BENCH_SECONDS (measured seconds, default 10), MES_BENCH_WARMUP (default 3),
 MES_BENCH_OPERATORS (default 50), MES_BENCH_WORKERS (`mes serve --workers`, default 1),
 MES_BENCH_PYSPY=FILE (records the server under load with py-spy into FILE: an SVG flame graph,
-a speedscope JSON when FILE ends in .json, collapsed stacks when it ends in .txt). Databases: MES_BENCH_DATABASE_URL with a
-`_scan*` suffix, dropped at the end.
+a speedscope JSON when FILE ends in .json, collapsed stacks when it ends in .txt).
+Databases: MES_BENCH_DATABASE_URL with a `_scan*` suffix, dropped at the end.
 """
 
 from __future__ import annotations
@@ -585,6 +585,7 @@ def test_scan_load(tmp_path: Path) -> None:
         statements, sql = runner.run(statements_per_scan(url, tokens[0], ledger))
         before = runner.run(benchkit.database_activity(url))
         xacts = runner.run(transactions(url))
+        scans_before = ledger.scans
         with benchkit.mes_serve(url, tmp_path, tmp_path, workers=WORKERS) as server:
             api = runner.run(load(server, tokens, ledger, warmup, duration))
         used = runner.run(benchkit.database_activity(url)) - before
@@ -607,7 +608,7 @@ def test_scan_load(tmp_path: Path) -> None:
         benchkit.drop_postgres(u)
 
     many, alone = api.many, api.alone
-    sent = ledger.scans + sum(sum(o.refusals.values()) for o in api.operators)
+    sent = ledger.scans - scans_before + sum(sum(o.refusals.values()) for o in api.operators)
     per_scan = 1000 * api.client_cpu / max(1, many.requests)
     benchkit.report(figures(many, f"; load generator CPU {per_scan:.2f} ms/scan"))
     benchkit.report(figures(alone))

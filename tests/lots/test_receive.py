@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +15,7 @@ from sqlalchemy import select
 from backend.audit.models import AuditEntry
 from backend.db import Database, utcnow
 from backend.lots.models import LotStatus
+from backend.principal import Role
 
 pytestmark = pytest.mark.usefixtures("plant")
 
@@ -75,33 +78,29 @@ BAD_INPUT: list[tuple[str, dict[str, Any], str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("change", "code", "field"),
-    [pytest.param(c, code, f, id=name) for name, c, code, f in BAD_INPUT],
-)
 async def test_bad_input_is_refused_with_its_field_and_writes_nothing(
-    floor: Floor, db: Database, change: dict[str, Any], code: str, field: str
+    floor: Floor, db: Database
 ) -> None:
     await floor.ok_receive("L-TAKEN", "RM-1", "5")
-    before = await row_counts(db)
+    for n, (name, change, code, field) in enumerate(BAD_INPUT):
+        before = await row_counts(db)
+        variables = {
+            "clientMutationId": f"receive-bad-{n}",
+            "number": "L-NEW",
+            "materialCode": "RM-1",
+            "quantity": "5",
+            "expiresAt": _soon(),
+        }
+        body = await floor.caller.data(RECEIVE, {"input": variables | change})
+        payload = body["receiveLot"]
 
-    variables = {
-        "clientMutationId": "receive-bad",
-        "number": "L-NEW",
-        "materialCode": "RM-1",
-        "quantity": "5",
-        "expiresAt": _soon(),
-    }
-    body = await floor.caller.data(RECEIVE, {"input": variables | change})
-    payload = body["receiveLot"]
-
-    assert codes(payload) == [(code, field)]
-    assert payload["lot"] is None
-    assert payload["errors"][0]["message"]
-    after = await row_counts(db)
-    # Only the refusal is kept (for a resend); no lot and no audit entry.
-    refusal = 0 if field == "clientMutationId" else 1
-    assert after == before | {"mutation_outcomes": before["mutation_outcomes"] + refusal}
+        assert codes(payload) == [(code, field)], name
+        assert payload["lot"] is None, name
+        assert payload["errors"][0]["message"], name
+        # Only the refusal is kept (for a resend); no lot and no audit entry.
+        refusal = 0 if field == "clientMutationId" else 1
+        after = await row_counts(db)
+        assert after == before | {"mutation_outcomes": before["mutation_outcomes"] + refusal}, name
 
 
 async def test_a_naive_expiry_is_refused_even_for_a_material_with_shelf_life(floor: Floor) -> None:
@@ -114,3 +113,24 @@ async def test_only_floor_roles_may_receive(erp: Caller, db: Database) -> None:
     payload = await Floor(erp).receive("L-ERP", "RM-1")
     assert codes(payload) == [("FORBIDDEN", None)]
     assert (await row_counts(db))["lots"] == 0
+
+
+async def test_an_over_long_number_is_invalid_input(floor: Floor, db: Database) -> None:
+    before = await row_counts(db)
+    payload = await floor.receive("L" * 150, "RM-1")
+    assert codes(payload) == [("INVALID_INPUT", "number")]
+    after = await row_counts(db)
+    assert after == before | {"mutation_outcomes": before["mutation_outcomes"] + 1}
+
+
+async def test_two_receipts_of_one_number_at_once_give_one_lot_and_one_conflict(
+    floor: Floor, as_role: Callable[..., Awaitable[Caller]], db: Database
+) -> None:
+    other = Floor(await as_role(Role.OPERATOR, username="olga"))
+    for attempt in range(5):
+        number = f"L-TWICE-{attempt}"
+        results = await asyncio.gather(
+            floor.receive(number, "RM-1", "10"), other.receive(number, "RM-2", "20")
+        )
+        assert sorted(codes(r) for r in results) == [[], [("CONFLICT", "number")]], results
+    assert (await row_counts(db))["lots"] == 5
