@@ -214,8 +214,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # the collector run so often that it halves throughput under concurrency.
         gc.set_threshold(100_000, 50, 100)
         db = Database(settings.database_url)
-        broadcast = create_broadcast(settings.redis_url)
-        jobs = create_job_queue(settings.redis_url, JobContext(db=db, broadcast=broadcast))
+        broadcast = create_broadcast(settings.redis_url, settings.event_channel_prefix)
+        jobs = create_job_queue(
+            settings.redis_url,
+            JobContext(db=db, broadcast=broadcast),
+            schedule=settings.run_scheduled_jobs,
+        )
         app.state.services = Services(settings=settings, db=db, broadcast=broadcast, jobs=jobs)
         app.state.jobs_started = started = asyncio.Event()
         starter: asyncio.Task[None] | None = None

@@ -310,8 +310,28 @@ class RedisBroadcast:
             ack.set_result(None)
 
 
-def create_broadcast(redis_url: str | None) -> Broadcast:
+class PrefixedBroadcast:
+    """Puts a prefix before every channel name of another broadcast (see Settings)."""
+
+    def __init__(self, inner: Broadcast, prefix: str) -> None:
+        self._inner, self._prefix = inner, prefix
+
+    async def publish(self, channel: str, payload: dict[str, Any]) -> None:
+        await self._inner.publish(self._prefix + channel, payload)
+
+    def subscribe(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+        return self._inner.subscribe(self._prefix + channel)
+
+    async def ping(self) -> bool:
+        return await self._inner.ping()
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def create_broadcast(redis_url: str | None, channel_prefix: str = "") -> Broadcast:
     """Redis pub/sub when a Redis URL is configured, else in-process fan-out."""
     if redis_url:
-        return RedisBroadcast(redis_url)
+        redis: Broadcast = RedisBroadcast(redis_url)
+        return PrefixedBroadcast(redis, channel_prefix) if channel_prefix else redis
     return InProcessBroadcast()

@@ -30,7 +30,7 @@ from arq.worker import Function, func
 from arq.worker import run_worker as arq_run_worker
 
 import backend
-from backend.events import Broadcast, RedisBroadcast
+from backend.events import Broadcast, create_broadcast
 from backend.settings import ConfigurationError, get_settings
 
 if TYPE_CHECKING:
@@ -288,8 +288,10 @@ class InProcessJobQueue:
         registry: JobRegistry = registry,
         max_jobs: int = 10,
         shutdown_grace_seconds: float = 10.0,
+        schedule: bool = True,
     ) -> None:
         self._ctx = ctx
+        self._schedule = schedule
         self._registry = registry
         self._slots = asyncio.Semaphore(max_jobs)
         self._grace = shutdown_grace_seconds
@@ -311,7 +313,7 @@ class InProcessJobQueue:
         """Starts one timer per registered cron job."""
         if self._closed:
             raise RuntimeError("the job queue is closed")
-        if not self._timers:
+        if not self._timers and self._schedule:
             self._timers = [
                 asyncio.create_task(self._every(spec), name=f"cron:{spec.name}")
                 for spec in self._registry.crons.values()
@@ -394,12 +396,13 @@ class ArqJobQueue:
             await pool.aclose()
 
 
-def create_job_queue(redis_url: str | None, ctx: JobContext) -> JobQueue:
-    """arq when a Redis URL is configured; else jobs and cron jobs run in this process."""
+def create_job_queue(redis_url: str | None, ctx: JobContext, *, schedule: bool = True) -> JobQueue:
+    """arq when a Redis URL is configured; else jobs (and, with `schedule`, cron jobs) run in
+    this process."""
     if redis_url:
         return ArqJobQueue(redis_url)
     load_job_modules()
-    return InProcessJobQueue(ctx)
+    return InProcessJobQueue(ctx, schedule=schedule)
 
 
 async def _worker_startup(ctx: dict[Any, Any]) -> None:
@@ -409,7 +412,7 @@ async def _worker_startup(ctx: dict[Any, Any]) -> None:
     if not settings.redis_url:
         raise ConfigurationError(_NO_REDIS)
     ctx["db"] = Database(settings.database_url)
-    ctx["broadcast"] = RedisBroadcast(settings.redis_url)
+    ctx["broadcast"] = create_broadcast(settings.redis_url, settings.event_channel_prefix)
 
 
 async def _worker_shutdown(ctx: dict[Any, Any]) -> None:

@@ -20,6 +20,7 @@ from backend.auth.models import User
 from backend.catalog.models import Characteristic, Equipment, Material, WorkCenter
 from backend.db import Base, Database, largest_key
 from backend.lots.models import Consumption, Lot
+from backend.orders.models import OrderComponent, OrderOperation, ProductionOrder
 from backend.quality.models import (
     Deviation,
     DeviationLot,
@@ -27,7 +28,6 @@ from backend.quality.models import (
     InspectionResult,
     Signature,
 )
-from backend.orders.models import OrderComponent, OrderOperation, ProductionOrder
 
 M = TypeVar("M", bound=Base)
 

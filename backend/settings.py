@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 
 from pydantic import Field, SecretStr
@@ -46,6 +47,13 @@ class Settings(BaseSettings):
     signing_max_failures: int = Field(default=3, ge=1)
     signing_lock_minutes: float = Field(default=15.0, gt=0)
 
+    # Redis pub/sub channels are shared by every client of a Redis server, whatever the
+    # database number: events carry this prefix (default: derived from the database URL), so
+    # two plants, or two test runs, on one Redis never see each other's events.
+    channel_prefix: str | None = None
+    # Run the scheduled jobs (lot expiry, housekeeping) in this process when there is no Redis.
+    run_scheduled_jobs: bool = True
+
     # Origins allowed to open the WebSocket from a browser (the PWA served elsewhere in development)
     allowed_origins: list[str] = Field(default_factory=list)
 
@@ -56,6 +64,13 @@ class Settings(BaseSettings):
                 "MES_SECRET_KEY is not set: set it to a long random string (mes demo sets its own)"
             )
         return self.secret_key.get_secret_value()
+
+    @property
+    def event_channel_prefix(self) -> str:
+        if self.channel_prefix is not None:
+            return self.channel_prefix
+        digest = hashlib.sha256(self.database_url.encode()).hexdigest()[:12]
+        return f"mes:{digest}:"
 
     @property
     def is_sqlite(self) -> bool:

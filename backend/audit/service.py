@@ -98,11 +98,19 @@ async def append(session: AsyncSession, actor: str, pending: Sequence[PendingAud
             changes=changes,
             prev_hash=prev_hash,
         )
-        rows.append({
-            "sequence": sequence, "at": at, "actor": actor, "action": item.action,
-            "entity_type": item.entity_type, "entity_id": item.entity_id, "changes": changes,
-            "prev_hash": prev_hash, "hash": digest,
-        })
+        rows.append(
+            {
+                "sequence": sequence,
+                "at": at,
+                "actor": actor,
+                "action": item.action,
+                "entity_type": item.entity_type,
+                "entity_id": item.entity_id,
+                "changes": changes,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            }
+        )
         prev_hash = digest
     # A Core INSERT: the entries are never read back in this transaction, so the ORM's
     # identity map and RETURNING would be pure cost on every change.

@@ -4,7 +4,7 @@ import datetime as dt
 import enum
 from collections.abc import AsyncGenerator
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
@@ -30,6 +30,13 @@ from backend.lots.models import Consumption, GenealogyLink, Lot, LotStatus
 from backend.orders.schema import ProductionOrderType
 from backend.replay.service import Subject
 from backend.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from backend.quality.schema import DeviationType, InspectionType
+
+# Quality builds on lots; these fields point at its types lazily.
+InspectionRef = Annotated["InspectionType", strawberry.lazy("backend.quality.schema")]
+DeviationRef = Annotated["DeviationType", strawberry.lazy("backend.quality.schema")]
 
 LotStatusType = strawberry.enum(LotStatus, name="LotStatus")
 
@@ -79,6 +86,20 @@ class LotType(Node):
     @strawberry.field
     async def produced_by(self, info: Info) -> ProductionOrderType | None:
         return await _order(info, self.order_pk)
+
+    @strawberry.field
+    async def inspections(self, info: Info) -> list[InspectionRef]:
+        from backend.quality.schema import InspectionType
+
+        rows = await info.context.loaders.inspections_of_lot.load(self.pk)
+        return [InspectionType.from_row(r) for r in rows]
+
+    @strawberry.field
+    async def deviations(self, info: Info) -> list[DeviationRef]:
+        from backend.quality.schema import DeviationType
+
+        rows = await info.context.loaders.deviations_of_lot.load(self.pk)
+        return [DeviationType.from_row(r) for r in rows]
 
     @strawberry.field
     async def trace(

@@ -29,7 +29,7 @@ CONTRACT_FILE = ROOT.parent / "shared" / "contract" / "schema.graphql"
 # Issue #3, shop floor: lots, scanning, genealogy, operations.
 SHOP_FLOOR: set[str] = set()
 # Issue #4, quality: inspections, deviations, signatures.
-QUALITY = {"Lot.deviations", "Lot.inspections"}
+QUALITY: set[str] = set()
 # Issue #5, equipment: events, states, OEE.
 EQUIPMENT = {
     "DowntimeTotal", "EquipmentEvent", "EquipmentEventConnection", "EquipmentEventEdge",
