@@ -17,7 +17,7 @@ import redis
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
-from backend.events import InProcessBroadcast, RedisBroadcast
+from backend.events import InProcessBroadcast, PrefixedBroadcast, RedisBroadcast
 from backend.jobs import (
     ArqJobQueue,
     InProcessJobQueue,
@@ -252,7 +252,9 @@ async def test_worker_startup_and_shutdown_make_and_release_the_job_context(
     assert WorkerSettings.on_startup is not None
     assert WorkerSettings.on_shutdown is not None
     await WorkerSettings.on_startup(ctx)
-    assert isinstance(ctx["broadcast"], RedisBroadcast)
+    # Redis events carry the channel prefix of this database (see Settings.channel_prefix).
+    assert isinstance(ctx["broadcast"], PrefixedBroadcast)
+    assert isinstance(ctx["broadcast"]._inner, RedisBroadcast)
     assert ctx["db"].url.endswith("worker.db")
     await WorkerSettings.on_shutdown(ctx)
     assert ctx == {}

@@ -585,6 +585,18 @@ async def _check_signer(uow: UnitOfWork, settings: Settings, password: str) -> U
     now = utcnow()
     lock = await session.get(SigningLock, user_id)
     if lock is not None and lock.locked_until is not None and lock.locked_until > now:
+        locked_until, username = lock.locked_until, user.username
+
+        async def note_refusal(record: UnitOfWork) -> None:
+            # 21 CFR 11.300(d): attempts while locked are reported too, not only the lockout.
+            record.audit(
+                "signature.refused",
+                "User",
+                user_id,
+                {"username": username, "lockedUntil": locked_until},
+            )
+
+        uow.record_even_if_refused(note_refusal)
         raise DomainError.one(
             ErrorCode.SIGNATURE_INVALID,
             f"signing is locked until {lock.locked_until:%H:%M} UTC after repeated wrong passwords",

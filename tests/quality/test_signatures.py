@@ -178,7 +178,8 @@ async def test_repeated_wrong_passwords_lock_signing_for_that_user(
     assert await _status(sue, number) == "OPEN"
     assert await lot_status(db, "L-1") is LotStatus.ON_HOLD
     assert (await row_counts(db))["signatures"] == 0
-    assert await actions_since(db, mark) == []
+    # Attempts while locked are audited (21 CFR 11.300(d)), and change nothing else.
+    assert await actions_since(db, mark) == ["signature.refused", "signature.refused"]
 
     # The lock is per user: another supervisor signs.
     assert (await sam.approve(other))["deviation"]["status"] == "APPROVED"
