@@ -208,6 +208,7 @@ async def paginate(
     first: int | None,
     after: str | None,
     convert: Callable[[R], T],
+    connection: type[Connection[T]] = Connection,
 ) -> Connection[T]:
     """One keyset page of `stmt` in ascending `key` order (the primary key).
 
@@ -231,7 +232,7 @@ async def paginate(
             )
         return int(total or 0)
 
-    return Connection(
+    return connection(
         page_info=PageInfo(
             has_next_page=has_next,
             has_previous_page=after is not None,

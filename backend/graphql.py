@@ -12,6 +12,7 @@ from strawberry.schema.config import StrawberryConfig
 from backend.audit.schema import AuditQuery
 from backend.auth.schema import AuthMutation, AuthQuery
 from backend.catalog.schema import CatalogMutation, CatalogQuery
+from backend.equipment.schema import EquipmentMutation, EquipmentSubscription
 from backend.gql import AccessControl, Info, Node, resolve_node
 from backend.limits import limit_extensions
 from backend.lots.schema import LotsMutation, LotsQuery, LotsSubscription
@@ -32,12 +33,16 @@ class Query(AuthQuery, CatalogQuery, OrdersQuery, LotsQuery, QualityQuery, Audit
 
 
 @strawberry.type
-class Mutation(AuthMutation, CatalogMutation, OrdersMutation, LotsMutation, QualityMutation):
+class Mutation(
+    AuthMutation, CatalogMutation, OrdersMutation, LotsMutation, QualityMutation, EquipmentMutation
+):
     pass
 
 
 @strawberry.type
-class Subscription(OrdersSubscription, LotsSubscription, QualitySubscription):
+class Subscription(
+    OrdersSubscription, LotsSubscription, QualitySubscription, EquipmentSubscription
+):
     pass
 
 

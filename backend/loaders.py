@@ -19,6 +19,7 @@ from strawberry.dataloader import DataLoader
 from backend.auth.models import User
 from backend.catalog.models import Characteristic, Equipment, Material, WorkCenter
 from backend.db import Base, Database, largest_key
+from backend.equipment.models import EquipmentEvent
 from backend.lots.models import Consumption, Lot
 from backend.orders.models import OrderComponent, OrderOperation, ProductionOrder
 from backend.quality.models import (
@@ -198,3 +199,8 @@ class Loaders:
             return [groups.get(k, []) for k in keys]
 
         return self.custom(load)
+
+    # ---- equipment
+    @cached_property
+    def equipment_event(self) -> DataLoader[int, EquipmentEvent | None]:
+        return self.by_id(EquipmentEvent)

@@ -4,6 +4,7 @@ from backend.audit.models import AuditEntry
 from backend.auth.models import ApiToken, LoginThrottle, User
 from backend.catalog.models import Characteristic, Equipment, Material, WorkCenter
 from backend.db import Base
+from backend.equipment.models import CounterHour, EquipmentEvent, StateHour
 from backend.lots.models import Consumption, GenealogyLink, Lot
 from backend.orders.models import OrderComponent, OrderOperation, ProductionOrder
 from backend.quality.models import (
@@ -22,9 +23,11 @@ __all__ = [
     "Base",
     "Characteristic",
     "Consumption",
+    "CounterHour",
     "Deviation",
     "DeviationLot",
     "Equipment",
+    "EquipmentEvent",
     "GenealogyLink",
     "Inspection",
     "InspectionResult",
@@ -37,6 +40,7 @@ __all__ = [
     "ProductionOrder",
     "Signature",
     "SigningLock",
+    "StateHour",
     "User",
     "WorkCenter",
 ]

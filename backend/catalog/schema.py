@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
@@ -27,6 +27,17 @@ from backend.gql import (
     to_global_id,
 )
 from backend.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from backend.equipment.models import EquipmentEventKind
+    from backend.equipment.schema import EquipmentEventConnection, OeeReport
+
+# Equipment events build on the catalog; these fields point at their types lazily.
+OeeRef = Annotated["OeeReport", strawberry.lazy("backend.equipment.schema")]
+EventConnectionRef = Annotated[
+    "EquipmentEventConnection", strawberry.lazy("backend.equipment.schema")
+]
+EquipmentEventKindRef = Annotated["EquipmentEventKind", strawberry.lazy("backend.equipment.schema")]
 
 MaterialKindType = strawberry.enum(MaterialKind, name="MaterialKind")
 CharacteristicKindType = strawberry.enum(CharacteristicKind, name="CharacteristicKind")
@@ -106,6 +117,29 @@ class EquipmentType(Node):
             return None
         row = await info.context.loaders.work_center.load(self.work_center_pk)
         return WorkCenterType.from_row(row) if row else None
+
+    @strawberry.field
+    async def oee(
+        self,
+        info: Info,
+        from_: Annotated[dt.datetime, strawberry.argument(name="from")],
+        to: dt.datetime,
+    ) -> OeeRef:
+        from backend.equipment.schema import equipment_oee
+
+        return await equipment_oee(info, self.pk, from_, to)
+
+    @strawberry.field
+    async def events(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        kinds: list[EquipmentEventKindRef] | None = None,
+    ) -> EventConnectionRef:
+        from backend.equipment.schema import equipment_events
+
+        return await equipment_events(info, self.pk, first, after, kinds)
 
     @classmethod
     def from_row(cls, row: Equipment) -> EquipmentType:

@@ -31,12 +31,7 @@ SHOP_FLOOR: set[str] = set()
 # Issue #4, quality: inspections, deviations, signatures.
 QUALITY: set[str] = set()
 # Issue #5, equipment: events, states, OEE.
-EQUIPMENT = {
-    "DowntimeTotal", "EquipmentEvent", "EquipmentEventConnection", "EquipmentEventEdge",
-    "EquipmentEventInput", "EquipmentEventKind", "OeeReport", "RecordEquipmentEventsPayload",
-    "Equipment.events", "Equipment.oee", "Mutation.recordEquipmentEvents",
-    "Subscription.equipmentEvents", "Subscription.equipmentStateChanged",
-}  # fmt: skip
+EQUIPMENT: set[str] = set()
 PENDING = SHOP_FLOOR | QUALITY | EQUIPMENT
 
 

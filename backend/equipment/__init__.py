@@ -1,0 +1,1 @@
+"""Equipment: machine events from the bridge, live state, and OEE from state and count rollups."""

@@ -1,0 +1,277 @@
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import strawberry
+
+from backend.catalog.models import Equipment, EquipmentState
+from backend.catalog.schema import EquipmentType
+from backend.equipment import service
+from backend.equipment.models import EquipmentEvent, EquipmentEventKind
+from backend.errors import DomainError
+from backend.gql import (
+    Connection,
+    Info,
+    MutationError,
+    Node,
+    NodeKind,
+    paginate,
+    public_error,
+    register_node,
+    run_mutation,
+    to_global_id,
+)
+from backend.uow import UnitOfWork
+
+EquipmentEventKindType = strawberry.enum(EquipmentEventKind, name="EquipmentEventKind")
+
+
+@strawberry.type(name="EquipmentEvent")
+class EquipmentEventType(Node):
+    equipment_pk: strawberry.Private[int]
+    event_id: str = strawberry.field(
+        description=(
+            "Chosen by the sender; unique per equipment, so a resent event is counted once."
+        )
+    )
+    kind: EquipmentEventKind
+    occurred_at: dt.datetime
+    received_at: dt.datetime
+    state: EquipmentState | None
+    reason: str | None
+    counter: str | None = strawberry.field(
+        description=(
+            "COUNTER: which count (`good`, `reject`, or another name) and by how much it grew since "
+            "the last event."
+        )
+    )
+    increment: int | None
+    name: str | None = strawberry.field(description="VALUE: a process value such as `temperature`.")
+    value: float | None
+    unit: str | None
+    alarm_code: str | None = strawberry.field(description="ALARM: raised (active) or cleared.")
+    alarm_active: bool | None
+    message: str | None
+
+    @strawberry.field
+    async def equipment(self, info: Info) -> EquipmentType:
+        row = await info.context.loaders.equipment.load(self.equipment_pk)
+        assert row is not None  # a foreign key
+        return EquipmentType.from_row(row)
+
+    @classmethod
+    def from_row(cls, row: EquipmentEvent) -> EquipmentEventType:
+        return cls(
+            id=to_global_id("EquipmentEvent", row.id),
+            equipment_pk=row.equipment_id,
+            event_id=row.event_id,
+            kind=row.kind,
+            occurred_at=row.occurred_at,
+            received_at=row.received_at,
+            state=row.state,
+            reason=row.reason,
+            counter=row.counter,
+            increment=row.increment,
+            name=row.name,
+            value=row.value,
+            unit=row.unit,
+            alarm_code=row.alarm_code,
+            alarm_active=row.alarm_active,
+            message=row.message,
+        )
+
+
+@strawberry.type(name="EquipmentEventConnection")
+class EquipmentEventConnection(Connection[EquipmentEventType]):
+    """A concrete class, so that the catalog's Equipment type can refer to it lazily."""
+
+
+register_node(
+    "EquipmentEvent", NodeKind(lambda loaders: loaders.equipment_event, EquipmentEventType.from_row)
+)
+
+
+@strawberry.type
+class DowntimeTotal:
+    reason: str
+    seconds: float
+    occurrences: int
+
+
+@strawberry.type
+class OeeReport:
+    from_: dt.datetime = strawberry.field(name="from")
+    to: dt.datetime
+    planned_seconds: float
+    run_seconds: float
+    down_seconds: float
+    good_count: int
+    reject_count: int
+    availability: float
+    performance: float
+    quality: float
+    oee: float
+    downtime_by_reason: list[DowntimeTotal]
+
+    @classmethod
+    def of(cls, report: service.Oee) -> OeeReport:
+        return cls(
+            from_=report.start,
+            to=report.end,
+            planned_seconds=report.planned_seconds,
+            run_seconds=report.run_seconds,
+            down_seconds=report.down_seconds,
+            good_count=report.good,
+            reject_count=report.reject,
+            availability=report.availability,
+            performance=report.performance,
+            quality=report.quality,
+            oee=report.oee,
+            downtime_by_reason=[
+                DowntimeTotal(reason=d.reason, seconds=d.seconds, occurrences=d.occurrences)
+                for d in report.downtime
+            ],
+        )
+
+
+async def equipment_oee(info: Info, pk: int, start: dt.datetime, end: dt.datetime) -> OeeReport:
+    async with info.context.db.read() as session:
+        machine = await session.get(Equipment, pk)
+        assert machine is not None
+        try:
+            report = await service.oee(session, machine, start, end)
+        except DomainError as error:
+            raise public_error(str(error), "INVALID_INPUT") from error
+    return OeeReport.of(report)
+
+
+async def equipment_events(
+    info: Info,
+    pk: int,
+    first: int | None,
+    after: str | None,
+    kinds: list[EquipmentEventKind] | None,
+) -> EquipmentEventConnection:
+    page = await paginate(
+        info,
+        service.events_query(pk, kinds),
+        EquipmentEvent.id,
+        first,
+        after,
+        EquipmentEventType.from_row,
+        EquipmentEventConnection,
+    )
+    assert isinstance(page, EquipmentEventConnection)
+    return page
+
+
+@strawberry.input
+class EquipmentEventInput:
+    event_id: str
+    equipment_code: str
+    kind: EquipmentEventKind
+    occurred_at: dt.datetime
+    state: EquipmentState | None = None
+    reason: str | None = None
+    counter: str | None = None
+    increment: int | None = None
+    name: str | None = None
+    value: float | None = None
+    unit: str | None = None
+    alarm_code: str | None = None
+    alarm_active: bool | None = None
+    message: str | None = None
+
+
+@strawberry.type
+class RecordEquipmentEventsPayload:
+    accepted: int = 0
+    duplicates: int = 0
+    errors: list[MutationError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class EquipmentMutation:
+    @strawberry.mutation
+    async def record_equipment_events(
+        self, info: Info, events: list[EquipmentEventInput]
+    ) -> RecordEquipmentEventsPayload:
+        """Stores a batch of machine events; each is checked on its own (see BEHAVIOUR.md)."""
+        specs = [
+            service.EventSpec(
+                event_id=e.event_id,
+                equipment_code=e.equipment_code,
+                kind=e.kind,
+                occurred_at=e.occurred_at,
+                state=e.state,
+                reason=e.reason,
+                counter=e.counter,
+                increment=e.increment,
+                name=e.name,
+                value=e.value,
+                unit=e.unit,
+                alarm_code=e.alarm_code,
+                alarm_active=e.alarm_active,
+                message=e.message,
+            )
+            for e in events
+        ]
+
+        async def work(uow: UnitOfWork) -> dict[str, Any]:
+            result = await service.record_events(uow, specs)
+            return {
+                "accepted": result.accepted,
+                "duplicates": result.duplicates,
+                "errors": [MutationError.of(p) for p in result.problems],
+            }
+
+        return await run_mutation(info, RecordEquipmentEventsPayload, work)
+
+
+@strawberry.type
+class EquipmentSubscription:
+    @strawberry.subscription
+    async def equipment_events(
+        self, info: Info, equipment_code: str | None = None
+    ) -> AsyncGenerator[EquipmentEventType, None]:
+        """Every stored (not duplicate) event, of one equipment or of all."""
+        wanted: int | None = None
+        if equipment_code:
+            async with info.context.db.read() as session:
+                from sqlalchemy import select
+
+                wanted = await session.scalar(
+                    select(Equipment.id).where(Equipment.code == equipment_code.strip())
+                )
+            if wanted is None:
+                return
+        async with info.context.services.broadcast.subscribe(service.EVENTS_CHANNEL) as events:
+            async for event in events:
+                if wanted is not None and event.get("equipmentId") != wanted:
+                    continue
+                async with info.context.db.read() as session:
+                    row = await session.get(EquipmentEvent, event["id"])
+                if row is not None:
+                    info.context.renew_loaders()
+                    yield EquipmentEventType.from_row(row)
+
+    @strawberry.subscription
+    async def equipment_state_changed(
+        self, info: Info, work_center_code: str | None = None
+    ) -> AsyncGenerator[EquipmentType, None]:
+        """Equipment whose current state changed (of one work center, or all)."""
+        wanted: set[int] | None = None
+        if work_center_code:
+            async with info.context.db.read() as session:
+                wanted = await service.equipment_ids_of_work_center(session, work_center_code)
+        async with info.context.services.broadcast.subscribe(service.STATE_CHANNEL) as events:
+            async for event in events:
+                if wanted is not None and event.get("id") not in wanted:
+                    continue
+                async with info.context.db.read() as session:
+                    row = await session.get(Equipment, event["id"])
+                if row is not None:
+                    info.context.renew_loaders()
+                    yield EquipmentType.from_row(row)
