@@ -151,6 +151,7 @@ async def record_events(uow: UnitOfWork, specs: Sequence[EventSpec]) -> IngestRe
     )
     rows: list[dict[str, Any]] = []
     seen: set[tuple[int, str]] = set()
+    duplicates: dict[int, int] = defaultdict(int)
     for i, spec in enumerate(specs):
         at = f"events.{i}"
         row, problems = _check(spec, at, now)
@@ -169,6 +170,7 @@ async def record_events(uow: UnitOfWork, specs: Sequence[EventSpec]) -> IngestRe
         key = (machine.id, row["event_id"])
         if key in seen:
             result.duplicates += 1
+            duplicates[machine.id] += 1
             continue
         seen.add(key)
         row["equipment_id"] = machine.id
@@ -194,6 +196,13 @@ async def record_events(uow: UnitOfWork, specs: Sequence[EventSpec]) -> IngestRe
     )
     result.accepted = len(stored)
     result.duplicates += len(rows) - len(stored)
+    sent: dict[int, int] = defaultdict(int)
+    for row in rows:
+        sent[row["equipment_id"]] += 1
+    for r in stored:
+        sent[r.equipment_id] -= 1
+    for equipment_id, left_out in sent.items():
+        duplicates[equipment_id] += left_out
     if not stored:
         return result
     await _roll_up_counters(uow, [r for r in stored if r.kind is EquipmentEventKind.COUNTER])
@@ -211,17 +220,19 @@ async def record_events(uow: UnitOfWork, specs: Sequence[EventSpec]) -> IngestRe
             await _place_state(session, event)
         for equipment_id in {e.equipment_id for e in new_states}:
             await _refresh_current_state(uow, by_id[equipment_id])
-    by_machine: dict[int, int] = defaultdict(int)
+    accepted: dict[int, int] = defaultdict(int)
     for r in stored:
-        by_machine[r.equipment_id] += 1
+        accepted[r.equipment_id] += 1
         uow.publish(EVENTS_CHANNEL, {"id": r.id, "equipmentId": r.equipment_id})
-    names = {e.id: e.code for e in equipment.values()}
-    uow.audit(
-        "equipment.events",
-        "Equipment",
-        ",".join(sorted(names[i] for i in by_machine)),
-        {"accepted": {names[i]: n for i, n in by_machine.items()}, "duplicates": result.duplicates},
-    )
+    # One entry per machine: an entity id names one machine (a batch may touch many).
+    for machine in sorted(equipment.values(), key=lambda e: e.code):
+        if accepted[machine.id]:
+            uow.audit(
+                "equipment.events",
+                "Equipment",
+                machine.code,
+                {"accepted": accepted[machine.id], "duplicates": duplicates[machine.id]},
+            )
     return result
 
 

@@ -110,7 +110,7 @@ class LotType(Node):
             steps = await service.trace(
                 session, self.pk, direction is TraceDirection.BACKWARD, max_depth
             )
-        return [GenealogyLinkType.from_row(s.link, s.depth) for s in steps]
+        return [GenealogyLinkType.from_step(s) for s in steps]
 
     @classmethod
     def from_row(cls, row: Lot) -> LotType:
@@ -133,8 +133,8 @@ register_node("Lot", NodeKind(lambda loaders: loaders.lot, LotType.from_row))
 
 @strawberry.type(name="GenealogyLink")
 class GenealogyLinkType:
-    input_pk: strawberry.Private[int]
-    output_pk: strawberry.Private[int]
+    input_lot: LotType
+    output_lot: LotType
     order_pk: strawberry.Private[int | None]
     quantity: Decimal
     depth: int = strawberry.field(
@@ -143,25 +143,18 @@ class GenealogyLinkType:
     at: dt.datetime
 
     @strawberry.field
-    async def input_lot(self, info: Info) -> LotType:
-        return await _lot(info, self.input_pk)
-
-    @strawberry.field
-    async def output_lot(self, info: Info) -> LotType:
-        return await _lot(info, self.output_pk)
-
-    @strawberry.field
     async def order(self, info: Info) -> ProductionOrderType | None:
         return await _order(info, self.order_pk)
 
     @classmethod
-    def from_row(cls, row: GenealogyLink, depth: int) -> GenealogyLinkType:
+    def from_step(cls, step: service.TraceStep) -> GenealogyLinkType:
+        row = step.link
         return cls(
-            input_pk=row.input_lot_id,
-            output_pk=row.output_lot_id,
+            input_lot=LotType.from_row(step.input_lot),
+            output_lot=LotType.from_row(step.output_lot),
             order_pk=row.order_id,
             quantity=row.quantity,
-            depth=depth,
+            depth=step.depth,
             at=row.at,
         )
 
@@ -355,13 +348,17 @@ class LotsMutation:
                 quantity=input.quantity,
                 scanned_at=input.scanned_at,
             )
+            parsed_once.append(result.parsed)
             return {"lot": result.lot.id, "consumption": result.consumption.id}
+
+        parsed_once: list[ParsedCode] = []
 
         async def present(refs: dict[str, Any]) -> dict[str, Any]:
             async with info.context.db.read() as session:
                 lot = await session.get(Lot, refs["lot"])
                 consumption = await session.get(Consumption, refs["consumption"])
-            parsed = service.parse(settings, input.code)
+            # A replay did not parse the code in this request: parse it now.
+            parsed = parsed_once[0] if parsed_once else service.parse(settings, input.code)
             return {
                 "parsed": ParsedBarcodeType.of(parsed),
                 "lot": LotType.from_row(lot) if lot else None,

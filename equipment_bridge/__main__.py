@@ -1,0 +1,3 @@
+from equipment_bridge.cli import main
+
+main()
