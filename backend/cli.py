@@ -308,6 +308,17 @@ def cmd_worker(args: argparse.Namespace) -> None:
     run_worker()
 
 
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from equipment_bridge.simulators.run import SimulatorError, run_simulators
+
+    try:
+        asyncio.run(
+            run_simulators(args.opcua_port, args.modbus_port, args.seed, args.rollover, args.speed)
+        )
+    except SimulatorError as error:
+        raise CommandError(str(error)) from error
+
+
 def cmd_export_schema(args: argparse.Namespace) -> None:
     from strawberry.printer import print_schema
 
@@ -415,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--workers", type=int, default=1)
 
     add("worker", cmd_worker, "run the arq worker (needs MES_REDIS_URL)")
+    from equipment_bridge.simulators.run import add_arguments as add_simulator_arguments
+
+    simulate = add(
+        "simulate", cmd_simulate, "run the OPC UA press and Modbus TCP blender simulators"
+    )
+    add_simulator_arguments(simulate)
     add("export-schema", cmd_export_schema, "print the served schema as SDL")
     return parser
 

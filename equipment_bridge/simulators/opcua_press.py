@@ -24,6 +24,8 @@ and the counts at a state change are the ones stamped just before the State writ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from datetime import UTC, timedelta
 from typing import Any
@@ -143,6 +145,14 @@ class PressServer:
         self._shown = snap
 
     async def stop(self) -> None:
+        # asyncua's stop() waits for its once-a-second ServerStatus clock to wake up (up to 1 s
+        # of a SIGTERM's shutdown); the clock holds no state, so cancel it instead.
+        clock = self._server.iserver.time_task
+        if clock is not None:
+            clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await clock
+            self._server.iserver.time_task = None
         await self._server.stop()
 
 

@@ -7,8 +7,9 @@ Prints one line per server once it listens, then runs until SIGINT/SIGTERM (exit
 Both machines advance in fixed simulated ticks (`model.TICK_SECONDS`, each lasting
 TICK_SECONDS / speed of wall time): the seed fixes what happens at every tick, the wall clock
 only decides when ticks are published. At most one state change is published per wake-up (every
-max(tick, 50 ms)), so every state stays visible for at least one wake-up even at high speed,
-and a slow host makes the simulation lag rather than skip states.
+max(tick, 50 ms)), so every state stays visible for at least one wake-up even at high speed;
+a slow host, or a speed at which states change more than 20 times a wall-clock second (above
+about 300), makes the simulation lag behind the wall clock rather than skip states.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from equipment_bridge.simulators.model import (
     BLENDER,
@@ -121,7 +123,8 @@ async def run_simulators(
     press_server = PressServer(PRESS.code)
     blender_server = BlenderServer(BLENDER.code)
     started: list[PressServer | BlenderServer] = []
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[Any]] = []
+    stopped: asyncio.Task[Any] | None = None
     lines = ["", ""]
 
     async def start_press() -> None:
@@ -159,11 +162,12 @@ async def run_simulators(
         ]
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
         for task in done:
             if task is not stopped:
                 task.result()  # a publisher that failed: let its error out
     finally:
+        if stopped is not None:
+            tasks.append(stopped)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -178,15 +182,26 @@ async def run_simulators(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The simulator options (shared by `mes simulate` and this module's command line)."""
-    parser.add_argument("--opcua-port", type=int, default=DEFAULT_OPCUA_PORT)
-    parser.add_argument("--modbus-port", type=int, default=DEFAULT_MODBUS_PORT)
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
-        "--rollover", type=int, default=MAX_ROLLOVER, help="counters wrap at this value"
-    )
+        "--opcua-port", type=int, default=DEFAULT_OPCUA_PORT, metavar="PORT",
+        help=f"OPC UA press on 127.0.0.1:PORT (default {DEFAULT_OPCUA_PORT}; 0 picks a free one)",
+    )  # fmt: skip
     parser.add_argument(
-        "--speed", type=float, default=1.0, help="simulated seconds per wall-clock second"
-    )
+        "--modbus-port", type=int, default=DEFAULT_MODBUS_PORT, metavar="PORT",
+        help=f"Modbus TCP blender on 127.0.0.1:PORT (default {DEFAULT_MODBUS_PORT})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, metavar="N",
+        help=f"the same seed plays the same states and counts (default {DEFAULT_SEED})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rollover", type=int, default=MAX_ROLLOVER, metavar="N",
+        help="counters wrap to 0 at N (default 2**32)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--speed", type=float, default=1.0, metavar="X",
+        help="simulated seconds per wall-clock second (default 1)",
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:

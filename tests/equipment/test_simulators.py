@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import pytest
 from asyncua import Client, ua
-from asyncua.common.subscription import DataChangeEvent
+from asyncua.common.subscription import DataChangeEvent, Subscription
 from pymodbus.client import AsyncModbusTcpClient
 
+from equipment_bridge.simulators.modbus_blender import registers
 from equipment_bridge.simulators.model import (
     BLENDER,
     PRESS,
@@ -34,7 +35,6 @@ from equipment_bridge.simulators.model import (
     Reason,
     Snapshot,
 )
-from equipment_bridge.simulators.modbus_blender import registers
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +56,7 @@ VARIABLES = {
     "AlarmCode": ua.VariantType.String,
     "AlarmActive": ua.VariantType.Boolean,
 }
+NODE_NAMES = {f"ns=2;s=PRESS-01.{name}": name for name in VARIABLES}
 FIRST_READ = ("State", "StateReason", "Good", "Reject", "Temperature", "AlarmCode")
 
 
@@ -106,7 +107,7 @@ class Recording:
 
     def blender_changes(self) -> list[tuple[MachineState, Reason]]:
         changes: list[tuple[MachineState, Reason]] = []
-        for previous, regs in zip(self.polls, self.polls[1:], strict=False):
+        for previous, regs in itertools.pairwise(self.polls):
             if regs[:2] != previous[:2]:
                 changes.append((MachineState(regs[0]), Reason(regs[1])))
         return changes
@@ -140,7 +141,14 @@ def aligned(observed: list[Any], expected: list[Any], count: int) -> list[Any]:
 
 
 def press_tuple(snap: Snapshot) -> tuple[Any, ...]:
-    return (int(snap.state), snap.reason_text, snap.good, snap.reject, snap.temperature, snap.alarm_code)
+    return (
+        int(snap.state),
+        snap.reason_text,
+        snap.good,
+        snap.reject,
+        snap.temperature,
+        snap.alarm_code,
+    )
 
 
 def change_tuple(snap: Snapshot) -> tuple[MachineState, str, int, int]:
@@ -179,14 +187,18 @@ async def _inspect(opcua: Client, modbus: AsyncModbusTcpClient, recording: Recor
     recording.write_exception = written.exception_code if written.isError() else None
 
 
-async def _collect(opcua: Client, modbus: AsyncModbusTcpClient, recording: Recording) -> None:
-    """Records every press write and polls the blender until enough changes were seen."""
-    ns = recording.namespace_index
-    names = {f"ns={ns};s=PRESS-01.{name}": name for name in VARIABLES}
+async def _subscribe(opcua: Client) -> Subscription:
+    """Subscribes to every press variable, keeping every notification (the server queues them)."""
     sub = await opcua.create_subscription(20, queue_maxsize=100_000)
-    await sub.subscribe_data_change(
-        [opcua.get_node(nodeid) for nodeid in names], queuesize=10_000, sampling_interval=0
+    results = await sub.subscribe_data_change(
+        [opcua.get_node(nodeid) for nodeid in NODE_NAMES], queuesize=10_000, sampling_interval=0
     )
+    assert all(isinstance(result, int) for result in results), results
+    return sub
+
+
+async def _collect(sub: Subscription, modbus: AsyncModbusTcpClient, recording: Recording) -> None:
+    """Records every press write and polls the blender until enough changes were seen."""
 
     def done() -> bool:
         # Every State write is a change; the first notification is the initial value.
@@ -210,7 +222,9 @@ async def _collect(opcua: Client, modbus: AsyncModbusTcpClient, recording: Recor
                 assert data_value is not None
                 stamp = data_value.SourceTimestamp
                 assert stamp is not None, "every write carries a SourceTimestamp"
-                recording.notifications.append((stamp, names[event.node.nodeid.to_string()], event.value))
+                recording.notifications.append(
+                    (stamp, NODE_NAMES[event.node.nodeid.to_string()], event.value)
+                )
         assert done(), "too few state changes before the deadline"
     finally:
         poller.cancel()
@@ -235,7 +249,8 @@ async def record_run(opcua_port: int, modbus_port: int, stop_with: signal.Signal
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout is not None
+    assert process.stderr is not None
     opcua = Client(f"opc.tcp://127.0.0.1:{opcua_port}/mes/sim", timeout=4)
     modbus = AsyncModbusTcpClient(
         "127.0.0.1", port=modbus_port, timeout=1, retries=0, reconnect_delay=0
@@ -250,10 +265,11 @@ async def record_run(opcua_port: int, modbus_port: int, stop_with: signal.Signal
         assert any(f"127.0.0.1:{modbus_port}" in line for line in lines), lines
         await opcua.connect()
         connected = True
+        sub = await _subscribe(opcua)  # first: the first state change comes after 1.25 s
         assert await modbus.connect()
         recording.namespace_index = await opcua.get_namespace_index("urn:mes:simulator")
         await _read_first(opcua, modbus, recording, spawned)
-        await _collect(opcua, modbus, recording)
+        await _collect(sub, modbus, recording)
         await _inspect(opcua, modbus, recording)
         if stop_with is signal.SIGTERM:  # stop with the clients gone; SIGINT with them connected
             modbus.close()
@@ -281,14 +297,14 @@ def ports() -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-async def run_a(ports: tuple[int, int]) -> AsyncIterator[Recording]:
-    yield await record_run(*ports, stop_with=signal.SIGTERM)
+async def run_a(ports: tuple[int, int]) -> Recording:
+    return await record_run(*ports, stop_with=signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")
-async def run_b(run_a: Recording, ports: tuple[int, int]) -> AsyncIterator[Recording]:
+async def run_b(run_a: Recording, ports: tuple[int, int]) -> Recording:
     """The same simulator restarted on the same ports after run A ended."""
-    yield await record_run(*ports, stop_with=signal.SIGINT)
+    return await record_run(*ports, stop_with=signal.SIGINT)
 
 
 async def test_press_serves_the_spec_nodes_with_their_types(run_a: Recording) -> None:
@@ -302,7 +318,8 @@ async def test_blender_serves_holding_registers_0_to_8_read_only(run_a: Recordin
     state, reason, good_hi, good_lo, rej_hi, rej_lo, temp, alarm, active = run_a.first_registers
     assert state in {s.value for s in MachineState}
     assert reason in {r.value for r in Reason}
-    assert (good_hi << 16 | good_lo) < ROLLOVER and (rej_hi << 16 | rej_lo) < ROLLOVER
+    assert (good_hi << 16 | good_lo) < ROLLOVER
+    assert (rej_hi << 16 | rej_lo) < ROLLOVER
     assert 150 <= temp <= 400, "temperature x 10, about 21-27 °C"
     assert (alarm, active) in {(0, 0), (101, 1), (102, 1)}
     assert run_a.beyond_block_exception == 2, "a read past register 8 is ILLEGAL_ADDRESS"
@@ -328,7 +345,7 @@ async def test_counters_grow_while_running_and_only_then(run_a: Recording) -> No
 
 async def test_press_counter_wraps_at_the_rollover(run_a: Recording) -> None:
     goods = [value for name, value, _ in run_a.replay() if name == "Good"]
-    wraps = [(a, b) for a, b in zip(goods, goods[1:], strict=False) if b < a]
+    wraps = [(a, b) for a, b in itertools.pairwise(goods) if b < a]
     assert wraps, f"no wrap at {ROLLOVER} in {len(goods)} good counts"
     for before, after in wraps:
         assert (after - before) % ROLLOVER < 100, "a wrap is a small step forward modulo rollover"
@@ -387,8 +404,9 @@ async def test_sigterm_and_sigint_stop_it_cleanly_and_quickly(
     run_a: Recording, run_b: Recording
 ) -> None:
     assert (run_a.exit_code, run_b.exit_code) == (0, 0)
-    assert run_a.stop_seconds < 3
-    assert run_b.stop_seconds < 3, "a connected client does not hold up the shutdown"
+    # Typically 0.2-0.9 s, most of it the interpreter's own teardown; bounded for a busy CI host.
+    assert run_a.stop_seconds < 5
+    assert run_b.stop_seconds < 5, "a connected client does not hold up the shutdown"
     assert (run_a.stderr, run_b.stderr) == ("", "")
 
 
@@ -419,4 +437,5 @@ async def test_a_busy_port_or_bad_argument_is_one_line_and_exit_1() -> None:
             assert process.returncode == 1
             assert out == b""
             lines = err.decode().splitlines()
-            assert len(lines) == 1 and message in lines[0], lines
+            assert len(lines) == 1, lines
+            assert message in lines[0]
