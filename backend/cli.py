@@ -319,6 +319,16 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         raise CommandError(str(error)) from error
 
 
+def cmd_bridge(args: argparse.Namespace) -> None:
+    from equipment_bridge.cli import run
+    from equipment_bridge.config import BridgeConfigError
+
+    try:
+        run(args.config)
+    except BridgeConfigError as error:
+        raise CommandError(str(error)) from error
+
+
 def cmd_export_schema(args: argparse.Namespace) -> None:
     from strawberry.printer import print_schema
 
@@ -432,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate", cmd_simulate, "run the OPC UA press and Modbus TCP blender simulators"
     )
     add_simulator_arguments(simulate)
+    bridge = add("bridge", cmd_bridge, "run the equipment bridge (OPC UA / Modbus TCP → MES)")
+    bridge.add_argument("--config", required=True, metavar="FILE")
     add("export-schema", cmd_export_schema, "print the served schema as SDL")
     return parser
 

@@ -6,8 +6,8 @@ command): `python -m equipment_bridge --config FILE`, plus operator commands on 
     python -m equipment_bridge check --config FILE          validate the config, print a summary
     python -m equipment_bridge quarantine list --config FILE
     python -m equipment_bridge quarantine export --config FILE   (JSON lines on stdout)
-    python -m equipment_bridge quarantine retry --config FILE [ID ...]
-    python -m equipment_bridge quarantine discard --config FILE [ID ...]
+    python -m equipment_bridge quarantine retry --config FILE [--id ID ...]
+    python -m equipment_bridge quarantine discard --config FILE (--id ID ... | --all)
 
 Expected failures (bad config, missing token variable, unusable outbox) raise
 `BridgeConfigError` with a one-line message; `main` prints it and exits 2.
@@ -55,7 +55,9 @@ def _check(config_path: str) -> None:
         out.write(f"  {eq.code}: {where}: {kinds}\n")
 
 
-def _quarantine(action: str, config_path: str, ids: Sequence[int]) -> None:
+def _quarantine(
+    action: str, config_path: str, ids: Sequence[int], everything: bool = False
+) -> None:
     outbox = _outbox(config_path)
     try:
         selected = list(ids) or None
@@ -87,6 +89,8 @@ def _quarantine(action: str, config_path: str, ids: Sequence[int]) -> None:
                     )
         elif action == "retry":
             sys.stdout.write(f"{outbox.requeue(selected)} events put back in the send queue\n")
+        elif selected is None and not everything:
+            raise BridgeConfigError("name the quarantine ids to discard, or give --all")
         else:
             sys.stdout.write(f"{outbox.discard(selected)} quarantined events deleted\n")
     finally:
@@ -103,14 +107,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     check.add_argument("--config", required=True)
     quarantine = commands.add_parser("quarantine", help="events the MES refused")
     quarantine.add_argument("action", choices=["list", "export", "retry", "discard"])
-    quarantine.add_argument("ids", nargs="*", type=int, help="quarantine ids (default: all)")
+    quarantine.add_argument(
+        "--id",
+        dest="ids",
+        action="append",
+        type=int,
+        default=[],
+        help="a quarantine id (repeatable; default: all)",
+    )
     quarantine.add_argument("--config", required=True)
+    quarantine.add_argument("--all", action="store_true", help="discard: all of them")
     args = parser.parse_args(argv)
     try:
         if args.command == "check":
             _check(args.config)
         elif args.command == "quarantine":
-            _quarantine(args.action, args.config, args.ids)
+            _quarantine(args.action, args.config, args.ids, args.all)
         elif args.config:
             run(args.config)
         else:

@@ -139,9 +139,6 @@ class Forwarder:
                 outcome = await self.send(batch)
                 if outcome.kind == "done":
                     attempt = 0
-                    if self.auth_blocked:
-                        log.warning("the MES accepts the bridge's token again: sending resumed")
-                    self.auth_blocked = False
                     self.batch_size = min(self.mes.batch_max, self.batch_size * 2)
                 elif outcome.kind == "shrink":
                     self.batch_size = max(1, len(batch) // 2)
@@ -228,6 +225,9 @@ class Forwarder:
         result = data.get("recordEquipmentEvents") if isinstance(data, dict) else None
         if not isinstance(result, dict):
             return await self._top_level_errors(batch, payload.get("errors"), status)
+        if self.auth_blocked:
+            log.warning("the MES accepts the bridge's token again: sending resumed")
+            self.auth_blocked = False
         return await self._answered(batch, result)
 
     def _failed(self, outcome: Outcome) -> Outcome:

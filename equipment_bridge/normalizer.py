@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from equipment_bridge.config import (
@@ -53,6 +53,8 @@ CONFIG_ERROR = "CONFIG_ERROR"
 COMM_KEY = "#comm"
 # Slack added to the elapsed time when judging a counter jump, so sampling jitter is no anomaly.
 PLAUSIBILITY_SLACK_S = 1.0
+# An older source timestamp than this before the last one is a device clock reset, not a replay.
+CLOCK_RESET = dt.timedelta(hours=1)
 
 StateSignal = OpcUaStateSignal | ModbusStateSignal
 CounterSignal = OpcUaCounterSignal | ModbusCounterSignal
@@ -181,7 +183,7 @@ class Normalizer:
                     self.channels[f"{name}#code"] = (name, "primary")
             else:
                 self.channels[name] = (name, "primary")
-        self._last_source_ts: dict[str, dt.datetime] = {}
+        self._last_source: dict[str, tuple[dt.datetime, Any]] = {}
         self._last_sample: dict[str, float] = {}
         self._attr: dict[str, Any] = {}
         self._values: dict[str, _ValueMemory] = {}
@@ -207,34 +209,37 @@ class Normalizer:
         """Adopts the persistent state of changes that are now on disk."""
         self._persisted.update(changes.state)
 
-    def persisted(self, key: str) -> dict[str, Any] | None:
-        return self._persisted.get(key)
-
     # ------------------------------------------------------------ batches
 
     def process(self, batch: Sequence[Observation]) -> Changes:
         """Events from one poll or one notification batch, in order.
 
-        A reason (or alarm code) that follows its state (or active flag) in the same batch
-        belongs to it: devices write them as two variables, delivered as two notifications.
+        Devices write a state and its reason (an alarm flag and its code) as two variables,
+        delivered as two notifications in either order: within a batch, a reason that follows
+        its state belongs to it, and one that precedes it (with no state before it) too.
         """
+        self._pending = {}
         plan: list[tuple[Observation, Observation | None]] = []
         open_primary: dict[str, int] = {}
+        waiting: dict[str, Observation] = {}
         for obs in batch:
             target = self.channels.get(obs.channel)
             if target is None:
                 continue
-            if self._stale(obs):
+            admitted = self._admit(obs)
+            if admitted is None:
                 continue
+            obs = admitted
             name, role = target
             if role == "primary":
                 open_primary[name] = len(plan)
-                plan.append((obs, None))
+                plan.append((obs, waiting.pop(name, None)))
             elif name in open_primary:
                 index = open_primary[name]
                 plan[index] = (plan[index][0], obs)
             else:
-                plan.append((obs, None))
+                waiting[name] = obs
+        plan.extend((obs, None) for obs in waiting.values())
         changes = Changes()
         for obs, attr in plan:
             name, role = self.channels[obs.channel]
@@ -254,21 +259,39 @@ class Normalizer:
                 self._alarm_code_only(changes, name, sig, obs)
         return self._finish(changes)
 
-    def _stale(self, obs: Observation) -> bool:
-        """A notification no newer than one already processed (a replay after reconnect)."""
+    def _admit(self, obs: Observation) -> Observation | None:
+        """None for a notification already processed: an older source timestamp, or the same
+        one with the same value (a replay after a reconnect; a coarse device clock may stamp
+        two different values alike). A source clock that went back by more than CLOCK_RESET
+        (a PLC that lost its time) is not a replay: kept, on the bridge's clock."""
         if obs.source_ts is None:
-            return False
-        last = self._last_source_ts.get(obs.channel)
+            return obs
+        last, last_value = self._last_source.get(obs.channel, (None, None))
         if last is None:
             name, _ = self.channels[obs.channel]
             if isinstance(self.signals[name], OpcUaCounterSignal | ModbusCounterSignal):
                 row = self._row(name)
                 if row is not None and row.get("src") is not None:
                     last = dt.datetime.fromtimestamp(row["src"], dt.UTC)
-        if last is not None and obs.source_ts <= last:
-            return True
-        self._last_source_ts[obs.channel] = obs.source_ts
-        return False
+                    last_value = row.get("raw")
+        if last is not None and (
+            obs.source_ts < last or (obs.source_ts == last and obs.value == last_value)
+        ):
+            if obs.source_ts > last - CLOCK_RESET:
+                return None
+            self._warn_once(
+                (obs.channel, "clock"),
+                "%s: %s's source timestamp went back from %s to %s: the device clock was "
+                "reset? Using the bridge's clock",
+                self.code,
+                obs.channel,
+                last.isoformat(),
+                obs.source_ts.isoformat(),
+            )
+            self._last_source[obs.channel] = (obs.source_ts, obs.value)
+            return replace(obs, source_ts=None)
+        self._last_source[obs.channel] = (obs.source_ts, obs.value)
+        return obs
 
     def _warn_once(self, key: tuple[str, Any], message: str, *args: Any) -> None:
         if key not in self._warned:
@@ -318,8 +341,9 @@ class Normalizer:
         prev = self._row(name)
         if prev is None or prev.get("state") in (None, EquipmentState.RUNNING.value):
             return
-        if prev.get("reason") != reason:
-            # The stop is re-classified (the reason arrived after the state, or changed).
+        # The stop is re-classified (its reason came late, or changed). A reason cleared
+        # while still stopped is not: devices clear it just before they restart.
+        if reason is not None and prev.get("reason") != reason:
             self._emit_state(changes, name, obs, prev["state"], reason, obs.value)
 
     def _emit_state(
@@ -499,6 +523,7 @@ class Normalizer:
 
     def tick(self, now: dt.datetime) -> Changes:
         """Heartbeats: a VALUE not sent for `heartbeat_s` is sent again (while connected)."""
+        self._pending = {}
         changes = Changes()
         if not self.connected:
             return changes
@@ -605,6 +630,7 @@ class Normalizer:
         """Connection restored (`up`) or lost: COMM_LOSS raised or cleared, once per edge
         (the edge is persisted, so a restart neither repeats nor forgets it)."""
         self.connected = up
+        self._pending = {}
         changes = Changes()
         lost = bool((self._row(COMM_KEY) or {}).get("lost"))
         if up == (not lost):

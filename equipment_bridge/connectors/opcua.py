@@ -154,7 +154,16 @@ class OpcUaConnector:
                 detail = f"cannot connect to {self.eq.endpoint}: {_why(error)}"
                 await self.sink.link(False, detail)
                 delay = self._retry.next_delay()
-                log.info("%s: %s; next attempt in %.1f s", self.eq.code, detail, delay)
+                # Refused/unreachable is routine while a machine is off; anything else
+                # (security, certificates, a bad endpoint) needs a person.
+                routine = isinstance(error, OSError | TimeoutError)
+                log.log(
+                    logging.INFO if routine else logging.WARNING,
+                    "%s: %s; next attempt in %.1f s",
+                    self.eq.code,
+                    detail,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 continue
             self.client = client

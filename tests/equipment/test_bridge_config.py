@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from equipment_bridge.cli import run
 from equipment_bridge.config import (
     DEMO_CONFIG,
     BridgeConfigError,
@@ -127,9 +130,7 @@ def test_rules_across_keys() -> None:
     assert "lifetime_count must be at least 3 x keepalive_count" in refused(data)
 
     data = base()
-    data["equipment"][1]["signals"]["other"] = {
-        "kind": "COUNTER", "address": 10, "counter": "good"
-    }
+    data["equipment"][1]["signals"]["other"] = {"kind": "COUNTER", "address": 10, "counter": "good"}
     assert "feed the same counter 'good'" in refused(data)
 
 
@@ -147,8 +148,12 @@ def test_environment_variables_are_interpolated() -> None:
     assert defaults.equipment[1].port == 5020  # type: ignore[union-attr]
     assert defaults.bridge.id == "cost$center"
 
-    env = {"MES_URL": "http://mes:9000/graphql", "OPCUA_PORT": "4999", "MODBUS_PORT": "1502",
-           "ROLLOVER": "1000"}
+    env = {
+        "MES_URL": "http://mes:9000/graphql",
+        "OPCUA_PORT": "4999",
+        "MODBUS_PORT": "1502",
+        "ROLLOVER": "1000",
+    }
     config = parse_config(data, env)
     assert config.bridge.mes.url == "http://mes:9000/graphql"
     assert config.equipment[0].endpoint == "opc.tcp://127.0.0.1:4999/x"  # type: ignore[union-attr]
@@ -197,3 +202,62 @@ def test_files_bad_yaml_and_the_shipped_demo(tmp_path: Path) -> None:
     assert blender.port == 5020
     assert counter_span(blender.signals["good"]) == 1000  # type: ignore[arg-type]
     assert demo.bridge.mes.token_env == "MES_BRIDGE_TOKEN"
+
+
+def test_run_refuses_a_bad_config_or_a_missing_token_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = base()
+    data["bridge"]["outbox"]["path"] = str(tmp_path / "outbox.sqlite")
+    good = tmp_path / "bridge.yaml"
+    good.write_text(yaml.safe_dump(data))
+    monkeypatch.delenv("MES_BRIDGE_TOKEN", raising=False)
+    with pytest.raises(BridgeConfigError) as caught:
+        run(str(good))
+    assert str(caught.value) == (
+        "bridge.mes.token_env: environment variable MES_BRIDGE_TOKEN is not set "
+        "(it must hold an EQUIPMENT API token)"
+    )
+    data["equipment"][0]["signals"]["good"]["kind"] = "COUNTERS"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(BridgeConfigError, match=r"bad.yaml: equipment.0.signals.good: must be"):
+        run(str(bad))
+    # An outbox that cannot be created is a config problem too, found before starting.
+    monkeypatch.setenv("MES_BRIDGE_TOKEN", "x")
+    (tmp_path / "file").write_text("")
+    data = base()
+    data["bridge"]["outbox"]["path"] = str(tmp_path / "file" / "outbox.sqlite")
+    blocked = tmp_path / "blocked.yaml"
+    blocked.write_text(yaml.safe_dump(data))
+    with pytest.raises(BridgeConfigError, match=r"^bridge.outbox.path: cannot open the outbox"):
+        run(str(blocked))
+
+
+def test_the_standalone_command(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    data = base()
+    data["equipment"][1]["signals"]["temp"]["deadbnd"] = 1
+    bad.write_text(yaml.safe_dump(data))
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "equipment_bridge", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"bridge: {bad}: equipment.1.signals.temp.deadbnd: unknown key\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "equipment_bridge", "check", "--config", str(DEMO_CONFIG)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "PRESS-01: opc.tcp://127.0.0.1:4840/mes/sim" in result.stdout
+    assert "BLENDER-01: modbus://127.0.0.1:5020" in result.stdout

@@ -111,8 +111,14 @@ def test_counter_delta_small_rollover_uses_the_rate_not_the_top_decile() -> None
 
 
 COUNTERS = {
-    "good": {"kind": "COUNTER", "address": 2, "type": "UINT32", "counter": "good",
-             "rollover": 1000, "max_per_s": 100},
+    "good": {
+        "kind": "COUNTER",
+        "address": 2,
+        "type": "UINT32",
+        "counter": "good",
+        "rollover": 1000,
+        "max_per_s": 100,
+    },
 }
 
 
@@ -182,9 +188,9 @@ def test_event_ids_come_from_the_source_timestamp_when_there_is_one() -> None:
     for m in (a, b):
         m.feed(0, source=True, good=1)
     # The same notification seen by two bridge runs gets the same id (the MES dedupes it).
-    assert a.feed(1, source=True, good=5)[0]["eventId"] == b.feed(1, source=True, good=5)[0][
-        "eventId"
-    ]
+    assert (
+        a.feed(1, source=True, good=5)[0]["eventId"] == b.feed(1, source=True, good=5)[0]["eventId"]
+    )
     # Without a source timestamp (Modbus) ids are random, and unique.
     c, d = Machine(COUNTERS), Machine(COUNTERS)
     for m in (c, d):
@@ -252,6 +258,21 @@ def test_a_reason_written_just_after_its_state_belongs_to_it() -> None:
         ]
     )
     assert [(e["state"], e.get("reason")) for e in events] == [("DOWN", "Jam"), ("RUNNING", None)]
+    # The other order (reason first, then state) pairs the same way: no instant of "DOWN
+    # without a reason" before RUNNING.
+    m.batch(
+        [
+            Observation("state#reason", "Jam", at(2.5), at(2.5)),
+            Observation("state", 3, at(2.5), at(2.501)),
+        ]
+    )
+    events = m.batch(
+        [
+            Observation("state#reason", "", at(2.7), at(2.7)),
+            Observation("state", 1, at(2.7), at(2.701)),
+        ]
+    )
+    assert [(e["state"], e.get("reason")) for e in events] == [("RUNNING", None)]
     # A reason written first (while still running) is used by the stop that follows.
     assert m.batch([Observation("state#reason", "Material starved", at(3), at(3))]) == []
     events = m.batch([Observation("state", 3, at(4), at(4))])
@@ -262,8 +283,16 @@ def test_a_reason_written_just_after_its_state_belongs_to_it() -> None:
 
 
 VALUE = {
-    "temp": {"kind": "VALUE", "address": 6, "type": "INT16", "scale": 0.1, "name": "temperature",
-             "unit": "degC", "deadband": {"absolute": 0.5}, "heartbeat_s": 10}
+    "temp": {
+        "kind": "VALUE",
+        "address": 6,
+        "type": "INT16",
+        "scale": 0.1,
+        "name": "temperature",
+        "unit": "degC",
+        "deadband": {"absolute": 0.5},
+        "heartbeat_s": 10,
+    }
 }
 
 
@@ -271,8 +300,13 @@ def test_values_use_an_absolute_deadband() -> None:
     m = Machine(VALUE)
     m.link(True, 0)
     assert essentials(m.feed(0, temp=200)) == [
-        {"kind": "VALUE", "occurredAt": at(0).isoformat(), "name": "temperature", "value": 20.0,
-         "unit": "degC"}
+        {
+            "kind": "VALUE",
+            "occurredAt": at(0).isoformat(),
+            "name": "temperature",
+            "value": 20.0,
+            "unit": "degC",
+        }
     ]
     assert m.feed(1, temp=204) == []  # 0.4 from the last sent value
     assert m.feed(2, temp=196) == []  # still within 0.5 of 20.0 (not of 20.4)
@@ -288,8 +322,13 @@ def test_a_heartbeat_repeats_a_quiet_value() -> None:
     assert m.tick(9) == []
     beat = m.tick(10)
     assert essentials(beat) == [
-        {"kind": "VALUE", "occurredAt": at(10).isoformat(), "name": "temperature",
-         "value": pytest.approx(20.3), "unit": "degC"}
+        {
+            "kind": "VALUE",
+            "occurredAt": at(10).isoformat(),
+            "name": "temperature",
+            "value": pytest.approx(20.3),
+            "unit": "degC",
+        }
     ]
     assert m.tick(15) == []
     assert len(m.tick(20)) == 1
@@ -306,8 +345,7 @@ ALARM = {
         "kind": "ALARM",
         "code": {"address": 7},
         "active": {"address": 8},
-        "map": {101: {"code": "MOTOR_OVERLOAD", "message": "Motor overload"},
-                102: "Guard open"},
+        "map": {101: {"code": "MOTOR_OVERLOAD", "message": "Motor overload"}, 102: "Guard open"},
         "default_code": "MACHINE_ALARM",
     }
 }
@@ -340,9 +378,7 @@ def test_alarms_are_raised_and_cleared_on_edges() -> None:
 
 
 def test_an_alarm_given_by_its_code_alone() -> None:
-    m = Machine(
-        {"alarm": {"kind": "ALARM", "code_node": "ns=2;s=A"}}, protocol="opcua"
-    )
+    m = Machine({"alarm": {"kind": "ALARM", "code_node": "ns=2;s=A"}}, protocol="opcua")
     assert edges(m.feed(0, source=True, alarm__code="")) == []
     assert edges(m.feed(1, source=True, alarm__code="Feeder jam")) == [("Feeder jam", True, None)]
     assert edges(m.feed(2, source=True, alarm__code="")) == [("Feeder jam", False, None)]
@@ -356,8 +392,13 @@ def test_link_loss_is_a_comm_loss_alarm_once_per_edge_never_a_state() -> None:
     m.feed(0, state=1, state__reason=0)
     lost = m.link(False, 1)
     assert essentials(lost) == [
-        {"kind": "ALARM", "occurredAt": at(1).isoformat(), "alarmCode": "COMM_LOSS",
-         "alarmActive": True, "message": "refused"}
+        {
+            "kind": "ALARM",
+            "occurredAt": at(1).isoformat(),
+            "alarmCode": "COMM_LOSS",
+            "alarmActive": True,
+            "message": "refused",
+        }
     ]
     assert m.link(False, 2) == []  # still lost: nothing new
     m.restart()  # the bridge restarts while the machine is unreachable
@@ -366,3 +407,30 @@ def test_link_loss_is_a_comm_loss_alarm_once_per_edge_never_a_state() -> None:
     assert edges(restored) == [("COMM_LOSS", False, None)]
     assert m.link(True, 5) == []
     assert all(e["kind"] == "ALARM" for e in lost + restored)
+
+
+def test_a_device_clock_reset_is_not_taken_for_a_replay() -> None:
+    m = Machine(
+        {"good": {"kind": "COUNTER", "node": "ns=2;s=G", "counter": "good"}}, protocol="opcua"
+    )
+    m.feed(0, source=True, good=100)
+    m.feed(10, source=True, good=110)
+    # The PLC restarted with its clock a day behind: its values are not replays.
+    behind = at(20) - dt.timedelta(days=1)
+    events = m.batch([Observation("good", 4, at(20), behind)])
+    assert [(e["increment"], e["occurredAt"]) for e in events] == [(4, at(20).isoformat())]
+    later = m.batch([Observation("good", 9, at(21), behind + dt.timedelta(seconds=1))])
+    assert [e["increment"] for e in later] == [5]
+
+
+def test_two_values_with_the_same_coarse_timestamp_both_count() -> None:
+    m = Machine(
+        {"good": {"kind": "COUNTER", "node": "ns=2;s=G", "counter": "good"}}, protocol="opcua"
+    )
+    m.feed(0, source=True, good=10)
+    tick = at(1)  # a device clock with a 15 ms resolution stamps both alike
+    events = m.batch([Observation("good", 11, at(1), tick), Observation("good", 12, at(1), tick)])
+    assert [e["increment"] for e in events] == [1, 1]
+    assert events[0]["eventId"] != events[1]["eventId"]
+    # The same (timestamp, value) again is a replay.
+    assert m.batch([Observation("good", 12, at(2), tick, replayed=True)]) == []
