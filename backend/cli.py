@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import os
 import secrets
+import signal
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from backend.principal import SYSTEM, Role
 
@@ -362,6 +364,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         return [(u.username, u.password, ", ".join(u.roles)) for u in users], codes, quality
 
     logins, codes, quality = asyncio.run(run_seed())
+    equipment = [] if args.no_equipment else _start_demo_equipment(settings, args)
     url = (
         f"http://{'localhost' if args.host in ('0.0.0.0', '127.0.0.1') else args.host}:{args.port}"
     )
@@ -386,8 +389,65 @@ def cmd_demo(args: argparse.Namespace) -> None:
             f"    as JSON: {url}/orders/{quality.batch_order}/batch-record.json "
             "with 'Authorization: Bearer <token>'",
         )
+    if equipment:
+        _say(
+            f"  Live machines: PRESS-01 (OPC UA simulator on port {args.opcua_port}) and BLENDER-01"
+            f" (Modbus TCP simulator on port {args.modbus_port}), fed in by the bridge."
+        )
     _say("  Stop with Ctrl+C.\n")
-    _serve(args.host, args.port, 1)
+    try:
+        _serve(args.host, args.port, 1)
+    finally:
+        _stop_children(equipment)
+
+
+def _start_demo_equipment(settings: Any, args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
+    """The machine simulators and the bridge, as child processes of the demo.
+
+    The bridge gets a fresh EQUIPMENT API token and the demo's own URL; it keeps its outbox
+    next to the database, so events made while the server starts are sent once it answers.
+    """
+    from equipment_bridge.config import DEMO_CONFIG
+
+    from backend.auth import service
+    from backend.db import Database
+    from backend.uow import transaction
+
+    async def make_token() -> str:
+        db = Database(settings.database_url)
+        try:
+            async with transaction(db, SYSTEM) as uow:
+                _, token = await service.create_api_token(
+                    uow, name=f"demo-bridge-{secrets.token_hex(4)}", roles=[Role.EQUIPMENT])
+        finally:
+            await db.dispose()
+        return token
+
+    env = dict(os.environ)
+    env.update({
+        "MES_BRIDGE_TOKEN": asyncio.run(make_token()),
+        "MES_URL": f"http://127.0.0.1:{args.port}/graphql",
+        "MES_SIM_OPCUA_PORT": str(args.opcua_port),
+        "MES_SIM_MODBUS_PORT": str(args.modbus_port),
+        "MES_BRIDGE_OUTBOX": str(Path("mes-bridge-outbox.sqlite").resolve()),
+    })
+    simulators = subprocess.Popen(
+        [sys.executable, "-m", "equipment_bridge.simulators.run", "--opcua-port",
+         str(args.opcua_port), "--modbus-port", str(args.modbus_port)], env=env)
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "equipment_bridge", "--config", str(DEMO_CONFIG)], env=env)
+    return [simulators, bridge]
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in reversed(children):
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 # ---------------------------------------------------------------- parser
@@ -434,6 +494,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--port", type=int, default=8000)
         if name == "serve":
             sub.add_argument("--workers", type=int, default=1)
+        else:
+            sub.add_argument("--opcua-port", type=int, default=4840,
+                             help="the OPC UA press simulator's port (default 4840)")
+            sub.add_argument("--modbus-port", type=int, default=5020,
+                             help="the Modbus TCP blender simulator's port (default 5020)")
+            sub.add_argument("--no-equipment", action="store_true",
+                             help="start neither the machine simulators nor the bridge")
 
     add("worker", cmd_worker, "run the arq worker (needs MES_REDIS_URL)")
     from equipment_bridge.simulators.run import add_arguments as add_simulator_arguments
