@@ -21,7 +21,8 @@ class Settings(BaseSettings):
     # Sign-in
     token_ttl_seconds: int = Field(default=12 * 3600, gt=0)
     login_free_failures: int = Field(default=3, ge=0)
-    login_max_delay_seconds: float = Field(default=30.0, ge=0)
+    login_base_delay_seconds: float = Field(default=5.0, ge=0)
+    login_max_delay_seconds: float = Field(default=60.0, ge=0)
     password_min_length: int = Field(default=8, ge=8)
 
     # GraphQL limits, applied before execution

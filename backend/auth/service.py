@@ -229,7 +229,9 @@ def _throttle_delay(settings: Settings, failures: int) -> float:
     over = failures - settings.login_free_failures
     if over < 0:
         return 0.0
-    return float(min(settings.login_max_delay_seconds, 2.0**over))
+    return float(
+        min(settings.login_max_delay_seconds, settings.login_base_delay_seconds * 2.0**over)
+    )
 
 
 def _refusal(settings: Settings, throttle: LoginThrottle | None, now: dt.datetime) -> str | None:

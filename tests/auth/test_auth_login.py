@@ -145,10 +145,10 @@ async def test_after_the_free_failures_even_the_right_password_waits_for_the_del
     # A refused attempt does not check the password, and counts no further failure.
     assert await failures_of(db, "alice") == free
 
-    await set_last_failure(db, "alice", 0)  # the first delay is 1 s: not over yet
+    await set_last_failure(db, "alice", 0)  # the first delay is 5 s: not over yet
     assert throttled(await login(anonymous, "alice", password))
 
-    await set_last_failure(db, "alice", 1.5)
+    await set_last_failure(db, "alice", 5.5)
     result = await login(anonymous, "alice", password)
     assert result["errors"] == []
     assert result["token"]
@@ -160,14 +160,14 @@ async def test_the_delay_grows_with_each_further_failure(
     await make_user("alice", Role.OPERATOR)
     for attempt in range(settings.login_free_failures):
         await login(anonymous, "alice", f"wrong-{attempt}")
-    await set_last_failure(db, "alice", 1.5)
-    # Allowed again, but wrong: the next delay (2 s) is longer than the one before (1 s).
+    await set_last_failure(db, "alice", 5.5)
+    # Allowed again, but wrong: the next delay (10 s) is longer than the one before (5 s).
     result = await login(anonymous, "alice", "wrong-again")
     assert result["errors"][0]["message"] == LOGIN_FAILED
     assert await failures_of(db, "alice") == settings.login_free_failures + 1
-    await set_last_failure(db, "alice", 1.0)
+    await set_last_failure(db, "alice", 5.0)
     assert throttled(await login(anonymous, "alice", password))
-    await set_last_failure(db, "alice", 2.5)
+    await set_last_failure(db, "alice", 10.5)
     assert (await login(anonymous, "alice", password))["errors"] == []
 
 
