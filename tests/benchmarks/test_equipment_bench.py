@@ -1,41 +1,45 @@
-"""Equipment on PostgreSQL: event ingest, event → subscriber latency, and OEE over 30 days.
+"""Equipment on PostgreSQL: event ingest, event -> subscriber latency, and OEE over 30 days.
 
 1. Ingest (`test_equipment_ingest`). `recordEquipmentEvents` in batches of 500 over HTTP to a
    real `mes serve` with an EQUIPMENT token, as bridges send them: a mix across 10 machines
    (about 48 % COUNTER, 45 % VALUE, 5 % STATE, 2 % ALARM; each machine's events in time
-   order), from 1 bridge (all 10 machines) and from 2 bridges (5 machines each, at once).
-   Beside it, in the same run and on a database of its own with the same machines: the same
-   rows as plain bulk INSERTs through SQLAlchemy Core (`insert(EquipmentEvent)` executemany
-   on an AsyncEngine, one transaction per batch of 500, as many tasks as bridges). Printed:
-   events/s for both, the ratio API ÷ Core, server CPU and PostgreSQL time per 1,000 events,
-   and the statements one batch of 500 costs in the service (counted in-process, by kind).
-   Measured from HTTP to the database: the bridge's outbox is not part of it (not ready yet).
+   order), from 1 bridge (all 10 machines) and then from 2 bridges at once (5 machines each),
+   each round for MES_BENCH_EQ_SECONDS. Beside it, in the same run and on a database of its
+   own with the same machines: exactly the batches the API took, as plain bulk INSERTs
+   through SQLAlchemy Core (`insert(EquipmentEvent)` executemany on an AsyncEngine, one
+   transaction per batch, as many tasks as bridges). Printed: events/s for both, the ratio
+   API / Core, server CPU and PostgreSQL time per 1,000 events, and the statements one batch
+   of 500 costs in the service (in-process, by kind). Measured from HTTP to the database:
+   the bridge's outbox is not part of it (not ready yet).
 2. Latency (`test_equipment_event_latency`). A subscriber on a WebSocket of its own
-   (graphql-transport-ws, `equipmentEvents` of all machines) while a loader sends
-   `recordEquipmentEvents` at a fixed rate (default 2,000 events/s, open loop on up to 4
-   connections), in batches of 100 and then of 500. Each event carries its batch number in
-   `message`; latency is receipt minus the time the batch was sent, and receipt minus the time
-   its mutation returned (negative when the subscriber had it before the HTTP answer). Printed:
-   p50/p95/p99 and how many events the subscriber received at all.
+   (graphql-transport-ws, `equipmentEvents` of all machines) while a loader offers
+   `recordEquipmentEvents` at a fixed rate on up to 4 connections (it waits when all 4 are
+   busy, so the server sets the pace when it cannot keep up): 2,000 events/s in batches of
+   100, then of 500, then a light 200 events/s in batches of 20. Each event carries its batch
+   number in `message`; latency is receipt minus the time the batch was sent, and receipt
+   minus the time its mutation returned. Printed: the rate accepted, p50/p95/p99, and how
+   many of the events the subscriber received at all.
 3. OEE (`test_equipment_oee_30_days`). One machine, 30 days, one event per second (STATE when
-   the state changes — runs, micro-stops, jams, idle, setups, three planned breaks a day —
-   COUNTER `good`/`reject` otherwise): about 2.6 M events, loaded with COPY (the service path
-   is measured on a sample and extrapolated; it is far too slow for 2.6 M rows here), the
-   rollups built with one INSERT…SELECT per table equivalent to what the service maintains.
-   Checked on a 3-hour sample that the same events stored through `record_events` give the
-   same `state_until`, the same rollup rows and the same OEE; and every OEE figure against a
-   reference computed in Python from the generated events. Printed: p50/p95 of
-   `equipment(code) { oee(from, to) }` over HTTP for the aligned 30-day window and for one
-   with unaligned edges, and the time of each statement of one OEE call (in-process).
-   MES_BENCH_OEE_STATES=every2s makes every other event a STATE event (1.3 M intervals), the
+   the state changes - runs, micro-stops, jams, idle, setups, three planned breaks a day -
+   COUNTER `good`/`reject` otherwise): 2.6 M events, loaded with COPY (the service path is
+   measured on a sample and extrapolated: far too slow for 2.6 M rows here), the rollups
+   built with one INSERT...SELECT per table equivalent to what the service maintains. Checked
+   on a 3-hour sample that the same events stored through `record_events` give the same
+   `state_until`, rollup rows and OEE; and every OEE figure printed against a reference
+   computed in Python from the generated events. Printed: p50/p95 of
+   `equipment(code) { oee(from, to) }` over HTTP for the aligned 30-day window, one with
+   unaligned edges and the last 24 h, and the statements of one OEE call (in-process).
+   MES_BENCH_OEE_STATES=every2s makes every other event a STATE event (1.3 M intervals): the
    worst case for the raw parts of OEE.
 
 Run: MES_BENCH=1 pytest tests/benchmarks/test_equipment_bench.py -s
-Knobs: MES_BENCH_EQ_EVENTS (events per ingest round, default 50000), MES_BENCH_EQ_RATE
-(latency load, events/s, default 2000), MES_BENCH_SECONDS (measured seconds per latency phase,
-default 10), MES_BENCH_OEE_DAYS (default 30), MES_BENCH_OEE_STEP (seconds between events,
-default 1), MES_BENCH_OEE_STATES (changes | every2s). Databases: MES_BENCH_DATABASE_URL with
-`_eq_*` suffixes, dropped at the end.
+Knobs: MES_BENCH_EQ_SECONDS (per ingest round, default 15), MES_BENCH_EQ_EVENTS (at most, per
+round, default 90000), MES_BENCH_EQ_RATE and MES_BENCH_EQ_LOW_RATE (latency load, events/s,
+defaults 2000 and 200), MES_BENCH_SECONDS / MES_BENCH_WARMUP (per latency phase, 10 / 2),
+MES_BENCH_OEE_DAYS (30), MES_BENCH_OEE_STEP (seconds between events, 1), MES_BENCH_OEE_STATES
+(changes | every2s). Databases: MES_BENCH_DATABASE_URL with `_eq_*` suffixes, dropped at the
+end. Every figure is printed with the machine's load average: on a shared 2-CPU machine the
+other processes' load moves them a lot.
 """
 
 from __future__ import annotations
@@ -72,8 +76,10 @@ from backend.principal import SYSTEM
 from backend.uow import transaction
 
 BATCH = 500
-INGEST_EVENTS = int(os.environ.get("MES_BENCH_EQ_EVENTS", "50000"))
+INGEST_EVENTS = int(os.environ.get("MES_BENCH_EQ_EVENTS", "90000"))
+INGEST_SECONDS = benchkit.seconds("MES_BENCH_EQ_SECONDS", 15)
 LATENCY_RATE = float(os.environ.get("MES_BENCH_EQ_RATE", "2000"))
+LATENCY_LOW_RATE = float(os.environ.get("MES_BENCH_EQ_LOW_RATE", "200"))
 LATENCY_SECONDS = benchkit.seconds("MES_BENCH_SECONDS", 10)
 LATENCY_WARMUP = benchkit.seconds("MES_BENCH_WARMUP", 2)
 OEE_DAYS = float(os.environ.get("MES_BENCH_OEE_DAYS", "30"))
@@ -136,6 +142,12 @@ def prepare_database(suffix: str) -> str:
     benchkit.recreate_postgres(url)
     upgrade(url)
     return url
+
+
+def machine_load() -> str:
+    """The load average: the figures are only as good as the machine was quiet."""
+    one, five, *_ = Path("/proc/loadavg").read_text().split()
+    return f"load average {one} (1 min) {five} (5 min) on {os.cpu_count()} CPUs"
 
 
 def pct(values: Sequence[float], p: float) -> float:
@@ -341,11 +353,22 @@ class StatementLog:
 # ---------------------------------------------------------------- 1. ingest
 
 
+@dataclass
+class HttpRound:
+    seconds: float
+    accepted: int
+    cpu_seconds: float
+    sent: list[list[list[Ev]]]  # per stream, the batches it sent
+
+
 async def ingest_over_http(
-    server: benchkit.Server, token: str, streams: list[list[list[Ev]]]
-) -> tuple[float, int, float]:
-    """Each stream (a bridge) sends its batches one after another on its own connection.
-    Returns (seconds, events accepted, server CPU seconds)."""
+    server: benchkit.Server,
+    token: str,
+    streams: list[list[list[Ev]]],
+    duration: float = math.inf,
+) -> HttpRound:
+    """Each stream (a bridge) sends its batches one after another on its own connection,
+    until it has sent them all or `duration` seconds have passed."""
     requests = [
         [
             benchkit.graphql_request(
@@ -357,11 +380,15 @@ async def ingest_over_http(
     ]
     accepted = [0]
     failures: list[str] = []
+    sent: list[list[list[Ev]]] = [[] for _ in streams]
 
-    async def bridge(stream: list[list[Ev]], sends: list[bytes]) -> None:
+    async def bridge(k: int, deadline: float) -> None:
         async with benchkit.Connection.open(server.port) as conn:
-            for batch, request in zip(stream, sends, strict=True):
+            for batch, request in zip(streams[k], requests[k], strict=True):
+                if time.perf_counter() > deadline:
+                    break
                 status, body = await conn.exchange(request)
+                sent[k].append(batch)
                 payload = json.loads(body) if status == 200 else {}
                 result = (payload.get("data") or {}).get("recordEquipmentEvents") or {}
                 if result.get("accepted") != len(batch) or result.get("errors") != []:
@@ -370,10 +397,10 @@ async def ingest_over_http(
 
     cpu = server.cpu_seconds()
     started = time.perf_counter()
-    await asyncio.gather(*(bridge(s, r) for s, r in zip(streams, requests, strict=True)))
+    await asyncio.gather(*(bridge(k, started + duration) for k in range(len(streams))))
     seconds = time.perf_counter() - started
     assert not failures, failures[:3]
-    return seconds, accepted[0], server.cpu_seconds() - cpu
+    return HttpRound(seconds, accepted[0], server.cpu_seconds() - cpu, sent)
 
 
 async def ingest_by_core(url: str, ids: dict[str, int], streams: list[list[list[Ev]]]) -> float:
@@ -431,8 +458,9 @@ def test_equipment_ingest(tmp_path: Path) -> None:
     api_url, core_url = prepare_database("eq_api"), prepare_database("eq_core")
     groups = {"EQ-WC-A": MACHINES[:5], "EQ-WC-B": MACHINES[5:]}
     benchkit.banner(
-        f"Equipment ingest on PostgreSQL: {INGEST_EVENTS} events per round in batches of "
-        f"{BATCH}, over {len(MACHINES)} machines (HTTP -> DB; the bridge's outbox not included)"
+        f"Equipment ingest on PostgreSQL: batches of {BATCH} over {len(MACHINES)} machines for "
+        f"{INGEST_SECONDS:g} s (at most {INGEST_EVENTS} events) per round; HTTP -> DB, the "
+        f"bridge's outbox not included; {machine_load()}"
     )
     started = time.perf_counter()
     now = utcnow()
@@ -463,19 +491,19 @@ def test_equipment_ingest(tmp_path: Path) -> None:
         warmup = chunks(
             mixed_events(MACHINES, 2 * BATCH, now - dt.timedelta(hours=3), 0.01, "warm", 99), BATCH
         )
-        results: list[tuple[int, int, float, float, float, benchkit.Activity]] = []
+        results: list[tuple[int, HttpRound, float, benchkit.Activity]] = []
         with benchkit.mes_serve(api_url, tmp_path, tmp_path) as server:
             runner.run(ingest_over_http(server, token, [warmup]))
             runner.run(ingest_by_core(core_url, ids[core_url], [warmup]))
             for bridges, streams in rounds:
                 before = runner.run(benchkit.database_activity(api_url))
-                api_s, accepted, cpu = runner.run(ingest_over_http(server, token, streams))
+                api = runner.run(ingest_over_http(server, token, streams, INGEST_SECONDS))
                 activity = runner.run(benchkit.database_activity(api_url)) - before
-                core_s = runner.run(ingest_by_core(core_url, ids[core_url], streams))
-                results.append((bridges, accepted, api_s, cpu, core_s, activity))
-        sent = len(warmup) * BATCH + sum(
-            len(b) for _, streams in rounds for s in streams for b in s
-        )
+                core_s = runner.run(ingest_by_core(core_url, ids[core_url], api.sent))
+                results.append((bridges, api, core_s, activity))
+        sent = [e for b in warmup for e in b] + [
+            e for _, api, _, _ in results for s in api.sent for b in s for e in b
+        ]
         stored = {url: runner.run(count_events(url)) for url in (api_url, core_url)}
         sample = mixed_events(MACHINES, BATCH, now - dt.timedelta(hours=4), 0.01, "count", 7)
         log = runner.run(statements_of_one_batch(api_url, sample))
@@ -483,39 +511,34 @@ def test_equipment_ingest(tmp_path: Path) -> None:
     for url in (api_url, core_url):
         benchkit.drop_postgres(url)
 
-    for bridges, accepted, api_s, cpu, core_s, activity in results:
-        api_rate, core_rate = accepted / api_s, accepted / core_s
+    for bridges, api, core_s, activity in results:
+        api_rate, core_rate = api.accepted / api.seconds, api.accepted / core_s
+        per_1000 = 1_000_000 / api.accepted
         benchkit.report(
-            f"{bridges} bridge(s): API {accepted} events in {api_s:5.1f} s = {api_rate:7.0f} "
-            f"events/s ({1000 * api_s / (accepted / BATCH):6.1f} ms per batch of {BATCH}; "
-            f"server CPU {1000 * cpu / accepted * 1000:6.1f} ms per 1,000 events; PostgreSQL in "
-            f"statements {activity.active_ms / accepted * 1000:6.1f} ms per 1,000 events)"
+            f"{bridges} bridge(s): API {api.accepted} events in {api.seconds:5.1f} s = "
+            f"{api_rate:6.0f} events/s "
+            f"({1000 * api.seconds * bridges / (api.accepted / BATCH):6.1f} ms per batch of "
+            f"{BATCH}; server CPU {api.cpu_seconds * per_1000:6.1f} ms per 1,000 events; "
+            f"PostgreSQL in statements {activity.active_ms * per_1000 / 1000:5.1f} ms per 1,000 "
+            f"events)"
         )
         benchkit.report(
-            f"{'':12}Core INSERT executemany {core_s:5.2f} s = {core_rate:7.0f} events/s;  "
+            f"{'':12}Core INSERT executemany {core_s:5.2f} s = {core_rate:6.0f} events/s;  "
             f"ratio API / Core {api_rate / core_rate:.2f} (aim >= 0.5); "
             f"aim >= 5,000 events/s: {'met' if api_rate >= 5000 else 'NOT met'}"
         )
     benchkit.report(f"statements of one batch of {BATCH} in the service (in-process):")
     for line in log.lines():
         benchkit.report(line)
-    benchkit.report(f"whole benchmark {time.perf_counter() - started:.0f} s")
+    benchkit.report(f"whole benchmark {time.perf_counter() - started:.0f} s; {machine_load()}")
     # What the clients sent is stored, exactly once, and the counter rollup adds up.
-    increments = sum(
-        e.increment or 0 for *_, streams in rounds for s in streams for b in s for e in b
-    ) + sum(e.increment or 0 for b in warmup for e in b)
-    assert stored[api_url] == (sent, increments)
-    assert stored[core_url][0] == sent
-    assert final_api == (sent + BATCH, increments + sum(e.increment or 0 for e in sample))
+    increments = sum(e.increment or 0 for e in sent)
+    assert stored[api_url] == (len(sent), increments)
+    assert stored[core_url][0] == len(sent)
+    assert final_api == (len(sent) + BATCH, increments + sum(e.increment or 0 for e in sample))
 
 
 # ---------------------------------------------------------------- 2. latency
-
-
-@dataclass
-class Received:
-    at: float
-    batch: int
 
 
 async def subscribe(port: int, token: str) -> AsyncIterator[tuple[float, dict[str, Any]]]:
@@ -547,17 +570,22 @@ async def subscribe(port: int, token: str) -> AsyncIterator[tuple[float, dict[st
 @dataclass
 class Phase:
     batch: int
+    rate: float
     sent: dict[int, float]
     returned: dict[int, float]
     events: dict[int, int]
-    measured_from: float
+    measured_from: float = 0.0
+    measured_until: float = 0.0
     errors: int = 0
+    cpu_seconds: float = 0.0
 
 
 async def latency_phase(
-    port: int, token: str, batch: int, rate: float, prefix: str, received: dict[str, Received]
+    server: benchkit.Server, token: str, batch: int, rate: float, prefix: str
 ) -> Phase:
-    """Sends batches at `rate` events/s (open loop, up to 4 connections)."""
+    """Offers batches at `rate` events/s for LATENCY_WARMUP + LATENCY_SECONDS, on up to 4
+    connections; when all 4 are busy the loader waits (the server sets the pace)."""
+    port = server.port
     total = math.ceil(rate * (LATENCY_WARMUP + LATENCY_SECONDS) / batch)
     start = utcnow() - dt.timedelta(seconds=total * batch / rate + 5)
     events = mixed_events(MACHINES, total * batch, start, 1 / rate, prefix, seed=batch)
@@ -569,14 +597,13 @@ async def latency_phase(
         benchkit.graphql_request(port, RECORD, {"events": [e.as_input() for e in b]}, token)
         for b in batches
     ]
-    phase = Phase(batch, {}, {}, {n: len(b) for n, b in enumerate(batches)}, 0.0)
+    phase = Phase(batch, rate, {}, {}, {n: len(b) for n, b in enumerate(batches)})
     idle: asyncio.Queue[benchkit.Connection] = asyncio.Queue()
     async with contextlib.AsyncExitStack() as stack:
         for _ in range(4):
             idle.put_nowait(await stack.enter_async_context(benchkit.Connection.open(port)))
 
-        async def send(n: int) -> None:
-            conn = await idle.get()
+        async def send(n: int, conn: benchkit.Connection) -> None:
             try:
                 phase.sent[n] = time.perf_counter()
                 status, body = await conn.exchange(requests[n])
@@ -589,31 +616,41 @@ async def latency_phase(
 
         began = time.perf_counter()
         phase.measured_from = began + LATENCY_WARMUP
+        phase.measured_until = phase.measured_from + LATENCY_SECONDS
         tasks = []
+        cpu: float | None = None
         for n in range(total):
+            if cpu is None and time.perf_counter() >= phase.measured_from:
+                cpu = server.cpu_seconds()
             delay = began + n * batch / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(send(n)))
+            conn = await idle.get()
+            if time.perf_counter() >= phase.measured_until:
+                idle.put_nowait(conn)
+                break
+            tasks.append(asyncio.create_task(send(n, conn)))
         await asyncio.gather(*tasks)
         await asyncio.sleep(2)  # stragglers
+        phase.cpu_seconds = server.cpu_seconds() - (cpu or 0.0)
     return phase
 
 
-def phase_report(phase: Phase, received: dict[int, list[float]], rate: float) -> bool:
+def phase_report(phase: Phase, received: dict[int, list[float]]) -> None:
     measured = [n for n, t in phase.sent.items() if t >= phase.measured_from]
     expected = sum(phase.events[n] for n in measured)
     got = sum(len(received.get(n, [])) for n in measured)
     from_sent = [t - phase.sent[n] for n in measured for t in received.get(n, [])]
     from_returned = [t - phase.returned[n] for n in measured for t in received.get(n, [])]
     early = sum(1 for x in from_returned if x < 0)
-    span = max(phase.sent[n] for n in measured) - min(phase.sent[n] for n in measured)
-    sent_rate = expected / (span + phase.batch / rate)
+    achieved = expected / (phase.measured_until - phase.measured_from)
     mutation = [phase.returned[n] - phase.sent[n] for n in measured]
     benchkit.report(
-        f"batches of {phase.batch:3d} at {sent_rate:6.0f} events/s: mutation p50 "
-        f"{1000 * pct(mutation, 50):6.1f} ms p95 {1000 * pct(mutation, 95):6.1f} ms; subscriber "
-        f"received {got}/{expected} events ({100 * got / max(1, expected):5.1f} %)"
+        f"batches of {phase.batch:3d}, offered {phase.rate:5.0f} events/s, accepted "
+        f"{achieved:5.0f} events/s: mutation p50 {1000 * pct(mutation, 50):6.1f} ms p95 "
+        f"{1000 * pct(mutation, 95):6.1f} ms; the subscriber received {got}/{expected} events "
+        f"({100 * got / max(1, expected):5.1f} %); server CPU "
+        f"{1000 * phase.cpu_seconds / max(1, expected):.2f} ms per event"
     )
     if from_sent:
         benchkit.report(
@@ -623,17 +660,17 @@ def phase_report(phase: Phase, received: dict[int, list[float]], rate: float) ->
         benchkit.report(
             f"    accepted -> received  p50 {1000 * pct(from_returned, 50):7.1f} ms  p95 "
             f"{1000 * pct(from_returned, 95):7.1f} ms  p99 {1000 * pct(from_returned, 99):7.1f} ms"
-            f"  ({early} received before the mutation's answer; aim p95 < 250 ms)"
+            f"  ({early} before the mutation's answer was in; aim p95 < 250 ms)"
         )
-    return phase.errors == 0
 
 
 def test_equipment_event_latency(tmp_path: Path) -> None:
     url = prepare_database("eq_latency")
+    plan = [(LATENCY_RATE, 100), (LATENCY_RATE, BATCH), (LATENCY_LOW_RATE, 20)]
     benchkit.banner(
-        f"Equipment event -> subscriber latency on PostgreSQL: loader at {LATENCY_RATE:.0f} "
-        f"events/s over {len(MACHINES)} machines, 1 subscriber to all machines' events "
-        f"({LATENCY_SECONDS:.0f} s measured per phase after {LATENCY_WARMUP:.0f} s)"
+        f"Equipment event -> subscriber latency on PostgreSQL: 1 subscriber to all "
+        f"{len(MACHINES)} machines' events; phases (events/s offered, batch size) {plan}, "
+        f"{LATENCY_SECONDS:g} s measured each after {LATENCY_WARMUP:g} s; {machine_load()}"
     )
     started = time.perf_counter()
     phases: list[tuple[Phase, dict[int, list[float]]]] = []
@@ -645,16 +682,13 @@ def test_equipment_event_latency(tmp_path: Path) -> None:
         with benchkit.mes_serve(url, tmp_path, tmp_path) as server:
 
             async def run() -> None:
-                received: dict[str, Received] = {}
                 by_batch: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
                 first = asyncio.Event()
-                stream = subscribe(server.port, token)
 
                 async def listen() -> None:
-                    async for at, ev in stream:
+                    async for at, ev in subscribe(server.port, token):
                         prefix = ev["eventId"].split("-", 1)[0]
                         by_batch[prefix][int(ev["message"] or -1)].append(at)
-                        received[ev["eventId"]] = Received(at, int(ev["message"] or -1))
                         first.set()
 
                 listener = asyncio.create_task(listen())
@@ -673,11 +707,9 @@ def test_equipment_event_latency(tmp_path: Path) -> None:
                     if first.is_set():
                         break
                     assert k < 49, "the subscriber never received an event"
-                for batch in (100, BATCH):
-                    prefix = f"lat{batch}"
-                    phase = await latency_phase(
-                        server.port, token, batch, LATENCY_RATE, prefix, received
-                    )
+                for k, (rate, batch) in enumerate(plan):
+                    prefix = f"lat{k}"
+                    phase = await latency_phase(server, token, batch, rate, prefix)
                     phases.append((phase, by_batch[prefix]))
                 listener.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -685,9 +717,10 @@ def test_equipment_event_latency(tmp_path: Path) -> None:
 
             runner.run(run())
     benchkit.drop_postgres(url)
-    ok = [phase_report(phase, got, LATENCY_RATE) for phase, got in phases]
-    benchkit.report(f"whole benchmark {time.perf_counter() - started:.0f} s")
-    assert all(ok), "some batches were refused"
+    for phase, got in phases:
+        phase_report(phase, got)
+    benchkit.report(f"whole benchmark {time.perf_counter() - started:.0f} s; {machine_load()}")
+    assert all(phase.errors == 0 for phase, _ in phases), "some batches were refused"
 
 
 # ---------------------------------------------------------------- 3. OEE
@@ -950,19 +983,47 @@ WHERE equipment.id = $1
 
 
 async def load_plant(url: str, plant: Plant, equipment_id: int) -> dict[str, float]:
-    """COPY the events, then the rollups and the current state as the service keeps them."""
+    """COPY the events, then the rollups and the current state as the service keeps them.
+
+    For speed, the COPY runs without the table's two secondary indexes (dropped, then
+    created again from their own definitions) and without the per-row foreign key trigger
+    (`session_replication_role = replica` in this session only: every row names the one
+    machine, which exists)."""
     timings: dict[str, float] = {}
     conn = await asyncpg.connect(benchkit.asyncpg_dsn(url))
     try:
         await conn.execute("SET TIME ZONE 'UTC'")
         t = time.perf_counter()
+        unique = await conn.fetch(
+            "SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint "
+            "WHERE conrelid = 'equipment_events'::regclass AND contype = 'u'"
+        )
+        indexes = await conn.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'equipment_events' "
+            "AND indexname NOT IN (SELECT conname FROM pg_constraint "
+            "WHERE conrelid = 'equipment_events'::regclass)"
+        )
+        for row in unique:
+            await conn.execute(f'ALTER TABLE equipment_events DROP CONSTRAINT "{row["conname"]}"')
+        for row in indexes:
+            await conn.execute(f'DROP INDEX "{row["indexname"]}"')
+        await conn.execute("SET session_replication_role = replica")
         for k in range(0, len(plant.records), 250_000):
             await conn.copy_records_to_table(
                 "equipment_events",
                 records=plant.records[k : k + 250_000],
                 columns=_COPY_COLUMNS,
             )
+        await conn.execute("SET session_replication_role = DEFAULT")
         timings["COPY events"] = time.perf_counter() - t
+        t = time.perf_counter()
+        for row in unique:
+            await conn.execute(
+                f'ALTER TABLE equipment_events ADD CONSTRAINT "{row["conname"]}" {row["def"]}'
+            )
+        for row in indexes:
+            await conn.execute(row["indexdef"])
+        timings["indexes"] = time.perf_counter() - t
         for name, sql in (
             ("counter rollup", _COUNTER_ROLLUP),
             ("state rollup", _STATE_ROLLUP),
@@ -976,6 +1037,12 @@ async def load_plant(url: str, plant: Plant, equipment_id: int) -> dict[str, flo
             "VACUUM (ANALYZE) equipment_events, equipment_state_hours, equipment_counter_hours"
         )
         timings["VACUUM ANALYZE"] = time.perf_counter() - t
+        stray = await conn.fetchval(
+            "SELECT count(*) FROM equipment_events WHERE equipment_id <> $1", equipment_id
+        )
+        assert stray == 0
+        assert len(unique) == 1, unique  # (equipment_id, event_id)
+        assert len(indexes) == 1, indexes  # the timeline index
     finally:
         await conn.close()
     return timings
@@ -1099,14 +1166,17 @@ async def time_oee_queries(
                 {"code": "OEE-01", "from": start.isoformat(), "to": end.isoformat()},
                 token,
             )
-            times = []
+            times: list[float] = []
             body = b""
+            give_up = time.perf_counter() + 15  # slow windows: fewer requests, not more time
             for k in range(OEE_REPEATS + 2):
                 t = time.perf_counter()
                 status, body = await conn.exchange(request)
                 if k >= 2:
                     times.append(time.perf_counter() - t)
                 assert status == 200, body[:300]
+                if len(times) >= 5 and time.perf_counter() > give_up:
+                    break
             answer = json.loads(body)
             assert not answer.get("errors"), answer
             results[name] = (times, answer["data"]["equipment"]["oee"])
@@ -1119,7 +1189,7 @@ def test_equipment_oee_30_days(tmp_path: Path) -> None:
     benchkit.banner(
         f"Equipment OEE on PostgreSQL: 1 machine, {OEE_DAYS:g} days, one event every "
         f"{OEE_STEP} s (STATE on {'every other event' if OEE_STATES == 'every2s' else 'change'},"
-        f" COUNTER otherwise)"
+        f" COUNTER otherwise); {machine_load()}"
     )
     started = time.perf_counter()
     now = utcnow()
@@ -1177,13 +1247,13 @@ def test_equipment_oee_30_days(tmp_path: Path) -> None:
         benchkit.report(
             f"oee {name:<26} p50 {1000 * pct(times, 50):7.1f} ms  p95 "
             f"{1000 * pct(times, 95):7.1f} ms  min {1000 * min(times):7.1f} ms  "
-            f"({OEE_REPEATS} requests; aim p50 < 200 ms; oee {report['oee']:.3f}, "
+            f"({len(times)} requests; aim p50 < 200 ms; oee {report['oee']:.3f}, "
             f"availability {report['availability']:.3f}, {len(report['downtimeByReason'])} reasons)"
         )
     for name, log in logs.items():
         benchkit.report(f"statements of one oee() in-process, {name}:")
         for line in log.lines():
             benchkit.report(line)
-    benchkit.report(f"whole benchmark {time.perf_counter() - started:.0f} s")
+    benchkit.report(f"whole benchmark {time.perf_counter() - started:.0f} s; {machine_load()}")
     for name, (start, end) in windows.items():
         assert_matches(measured[name][1], reference_oee(plant, start, end), name)
