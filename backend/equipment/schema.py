@@ -43,8 +43,8 @@ class EquipmentEventType(Node):
     reason: str | None
     counter: str | None = strawberry.field(
         description=(
-            "COUNTER: which count (`good`, `reject`, or another name) and by how much it grew since "
-            "the last event."
+            "COUNTER: which count (`good`, `reject`, or another name) and by how much it grew "
+            "since the last event."
         )
     )
     increment: int | None
@@ -237,24 +237,20 @@ class EquipmentSubscription:
         self, info: Info, equipment_code: str | None = None
     ) -> AsyncGenerator[EquipmentEventType, None]:
         """Every stored (not duplicate) event, of one equipment or of all."""
+        code = equipment_code.strip() if equipment_code else None
         wanted: int | None = None
-        if equipment_code:
-            async with info.context.db.read() as session:
-                from sqlalchemy import select
-
-                wanted = await session.scalar(
-                    select(Equipment.id).where(Equipment.code == equipment_code.strip())
-                )
-            if wanted is None:
-                return
         async with info.context.services.broadcast.subscribe(service.EVENTS_CHANNEL) as events:
             async for event in events:
-                if wanted is not None and event.get("equipmentId") != wanted:
-                    continue
+                if code is not None:
+                    if wanted is None:  # the machine may be created after the subscription
+                        async with info.context.db.read() as session:
+                            wanted = await service.equipment_id(session, code)
+                    if wanted is None or event.get("equipmentId") != wanted:
+                        continue
                 async with info.context.db.read() as session:
-                    row = await session.get(EquipmentEvent, event["id"])
-                if row is not None:
-                    info.context.renew_loaders()
+                    rows = await service.events_by_ids(session, event.get("ids") or [])
+                info.context.renew_loaders()
+                for row in rows:
                     yield EquipmentEventType.from_row(row)
 
     @strawberry.subscription
@@ -262,14 +258,17 @@ class EquipmentSubscription:
         self, info: Info, work_center_code: str | None = None
     ) -> AsyncGenerator[EquipmentType, None]:
         """Equipment whose current state changed (of one work center, or all)."""
-        wanted: set[int] | None = None
-        if work_center_code:
-            async with info.context.db.read() as session:
-                wanted = await service.equipment_ids_of_work_center(session, work_center_code)
+        code = work_center_code.strip() if work_center_code else None
+        wanted: int | None = None
         async with info.context.services.broadcast.subscribe(service.STATE_CHANNEL) as events:
             async for event in events:
-                if wanted is not None and event.get("id") not in wanted:
-                    continue
+                if code is not None:
+                    # Checked per event: equipment may join the work center later.
+                    if wanted is None:
+                        async with info.context.db.read() as session:
+                            wanted = await service.work_center_id(session, code)
+                    if wanted is None or event.get("workCenterId") != wanted:
+                        continue
                 async with info.context.db.read() as session:
                     row = await session.get(Equipment, event["id"])
                 if row is not None:

@@ -1,11 +1,14 @@
 """Machine events, live equipment state and OEE (BEHAVIOUR.md, "Equipment").
 
 State rollup. Each STATE event is one interval: from its `occurredAt` to the next STATE event's
-(`state_until`), or open while it is the latest. Inserting an event — also a late one — splits
-the interval it falls into. Closed intervals are summed per clock hour into
-`equipment_state_hours`; COUNTER increments per hour into `equipment_counter_hours`. OEE over a
-window reads whole hours from those, and raw events only for the partial hours at its edges
-and for the open interval, so a 30-day window never scans 30 days of events.
+(`state_until`), or open while it is the latest; events at the same moment are ordered by
+their row id, and all but the last of them get an empty interval (no stretch at all).
+Inserting an event — also a late one — splits the interval it falls into. Closed intervals are
+summed per clock hour into `equipment_state_hours` (seconds, and the stretches that start in
+the hour); COUNTER increments per hour into `equipment_counter_hours`. OEE over a window reads
+whole hours from those, and raw events only for the partial hours at its edges and for the
+open interval, so a 30-day window never scans 30 days of events. OEE sums whole microseconds,
+so the rollups' float seconds cannot leave residues.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from backend import validation
 from backend.catalog.models import Equipment, EquipmentState, WorkCenter
@@ -33,6 +37,7 @@ STATE_CHANNEL = "equipment.state"
 MAX_BATCH = 1000
 CLOCK_SKEW = dt.timedelta(minutes=5)
 HOUR = dt.timedelta(hours=1)
+_MICRO = dt.timedelta(microseconds=1)
 
 
 @dataclass
@@ -177,22 +182,24 @@ async def record_events(uow: UnitOfWork, specs: Sequence[EventSpec]) -> IngestRe
         rows.append(row)
     if not rows:
         return result
+    # Core executemany: SQLAlchemy sends it as a few multi-row INSERTs ("insertmanyvalues")
+    # from one cached compiled statement, instead of compiling a statement of 1000 rows.
+    table = EquipmentEvent.__table__
+    connection = await session.connection()
     stored = list(
-        (
-            await session.execute(
-                _insert(uow.dialect)(EquipmentEvent)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=["equipment_id", "event_id"])
-                .returning(
-                    EquipmentEvent.id,
-                    EquipmentEvent.equipment_id,
-                    EquipmentEvent.kind,
-                    EquipmentEvent.occurred_at,
-                    EquipmentEvent.counter,
-                    EquipmentEvent.increment,
-                )
-            )
-        ).all()
+        await connection.execute(
+            _insert(uow.dialect)(table)
+            .on_conflict_do_nothing(index_elements=["equipment_id", "event_id"])
+            .returning(
+                table.c.id,
+                table.c.equipment_id,
+                table.c.kind,
+                table.c.occurred_at,
+                table.c.counter,
+                table.c.increment,
+            ),
+            rows,
+        )
     )
     result.accepted = len(stored)
     result.duplicates += len(rows) - len(stored)
@@ -208,25 +215,20 @@ async def record_events(uow: UnitOfWork, specs: Sequence[EventSpec]) -> IngestRe
     await _roll_up_counters(uow, [r for r in stored if r.kind is EquipmentEventKind.COUNTER])
     state_ids = [r.id for r in stored if r.kind is EquipmentEventKind.STATE]
     if state_ids:
-        new_states = list(
-            await session.scalars(
-                select(EquipmentEvent)
-                .where(EquipmentEvent.id.in_(state_ids))
-                .order_by(EquipmentEvent.occurred_at, EquipmentEvent.id)
-            )
-        )
-        by_id = {e.id: e for e in equipment.values()}
-        for event in new_states:
-            await _place_state(session, event)
-        for equipment_id in {e.equipment_id for e in new_states}:
-            await _refresh_current_state(uow, by_id[equipment_id])
-    accepted: dict[int, int] = defaultdict(int)
-    for r in stored:
-        accepted[r.equipment_id] += 1
-        uow.publish(EVENTS_CHANNEL, {"id": r.id, "equipmentId": r.equipment_id})
+        machines = {e.id: e for e in equipment.values()}
+        for equipment_id, latest in (await _place_states(uow, state_ids)).items():
+            _set_current_state(uow, machines[equipment_id], latest)
+    ids: dict[int, list[int]] = defaultdict(list)
+    for r in sorted(stored, key=lambda r: r.id):
+        ids[r.equipment_id].append(r.id)
+    # One message per machine and batch, not per event: a subscriber's queue holds a limited
+    # number of messages, and a batch of 500 must not overflow it.
+    for equipment_id, event_ids in ids.items():
+        uow.publish(EVENTS_CHANNEL, {"equipmentId": equipment_id, "ids": event_ids})
+    accepted = {k: len(v) for k, v in ids.items()}
     # One entry per machine: an entity id names one machine (a batch may touch many).
     for machine in sorted(equipment.values(), key=lambda e: e.code):
-        if accepted[machine.id]:
+        if machine.id in accepted:
             uow.audit(
                 "equipment.events",
                 "Equipment",
@@ -260,147 +262,199 @@ def _hour(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
 
 
-async def _add_interval(
-    session: AsyncSession,
-    equipment_id: int,
-    state: EquipmentState,
-    reason: str | None,
-    start: dt.datetime,
-    end: dt.datetime,
-    sign: int,
-) -> None:
-    """Adds (sign=1) or removes (sign=-1) a closed interval's seconds, hour by hour."""
-    if end <= start:
-        return
-    hour = _hour(start)
-    while hour < end:
-        seconds = (min(end, hour + HOUR) - max(start, hour)).total_seconds()
-        await _bump(session, equipment_id, hour, state, reason or "", seconds * sign, 0)
-        hour += HOUR
+_Slot = tuple[int, dt.datetime, EquipmentState, str]  # equipment, hour, state, reason ("")
 
 
-async def _bump(
-    session: AsyncSession,
-    equipment_id: int,
-    hour: dt.datetime,
-    state: EquipmentState,
-    reason: str,
-    seconds: float,
-    starts: int,
-) -> None:
-    dialect = session.get_bind().dialect.name
-    insert = _insert(dialect)(StateHour).values(
-        equipment_id=equipment_id,
-        hour=hour,
-        state=state,
-        reason=reason,
-        seconds=seconds,
-        starts=starts,
-    )
-    await session.execute(
-        insert.on_conflict_do_update(
-            index_elements=["equipment_id", "hour", "state", "reason"],
-            set_={
-                "seconds": StateHour.seconds + insert.excluded.seconds,
-                "starts": StateHour.starts + insert.excluded.starts,
-            },
+class _StateDeltas:
+    """Changes to equipment_state_hours, summed before they are written in a few statements."""
+
+    def __init__(self) -> None:
+        self.micros: dict[_Slot, int] = defaultdict(int)
+        self.starts: dict[_Slot, int] = defaultdict(int)
+
+    def interval(
+        self,
+        equipment_id: int,
+        state: EquipmentState,
+        reason: str | None,
+        start: dt.datetime,
+        end: dt.datetime,
+        sign: int,
+    ) -> None:
+        """Adds (sign=1) or removes (sign=-1) a closed interval's time, hour by hour."""
+        hour = _hour(start)
+        while hour < end:
+            piece = (min(end, hour + HOUR) - max(start, hour)) // _MICRO
+            self.micros[(equipment_id, hour, state, reason or "")] += piece * sign
+            hour += HOUR
+
+    def start(
+        self, equipment_id: int, state: EquipmentState, reason: str | None, at: dt.datetime, n: int
+    ) -> None:
+        self.starts[(equipment_id, _hour(at), state, reason or "")] += n
+
+    async def write(self, uow: UnitOfWork) -> None:
+        slots = [
+            k for k in {*self.micros, *self.starts} if self.micros.get(k) or self.starts.get(k)
+        ]
+        for i in range(0, len(slots), _UPSERT_ROWS):
+            insert = _insert(uow.dialect)(StateHour).values(
+                [
+                    {
+                        "equipment_id": e,
+                        "hour": h,
+                        "state": st,
+                        "reason": r,
+                        "seconds": self.micros.get((e, h, st, r), 0) / 1e6,
+                        "starts": self.starts.get((e, h, st, r), 0),
+                    }
+                    for e, h, st, r in slots[i : i + _UPSERT_ROWS]
+                ]
+            )
+            await uow.session.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["equipment_id", "hour", "state", "reason"],
+                    set_={
+                        "seconds": StateHour.seconds + insert.excluded.seconds,
+                        "starts": StateHour.starts + insert.excluded.starts,
+                    },
+                )
+            )
+
+
+_UPSERT_ROWS = 2000  # rows per statement: well under the drivers' limit of bound parameters
+
+
+def _neighbours(ids: Sequence[int]) -> Select[Any]:
+    """The STATE events `ids`, each with its neighbours among all STATE events of its
+    equipment in (occurredAt, id) order: `next_at`, the moment of the next one, and `prev_id`,
+    the previous one.
+
+    Each neighbour is found with ORDER BY occurredAt alone, which the index on (equipment,
+    kind, occurredAt) serves in order from the event on, and the tie on id is settled among
+    the events of that one moment. (Ordering by (occurredAt, id) instead lets the planner
+    sort the whole rest of a machine's history when it misjudges the row counts.)
+    """
+    outer, other = EquipmentEvent, aliased(EquipmentEvent)
+    same = (other.equipment_id == outer.equipment_id, other.kind == EquipmentEventKind.STATE)
+    next_at = (
+        select(other.occurred_at)
+        .where(
+            *same,
+            other.occurred_at >= outer.occurred_at,
+            or_(other.occurred_at > outer.occurred_at, other.id > outer.id),
         )
-    )
-
-
-async def _place_state(session: AsyncSession, event: EquipmentEvent) -> None:
-    """Fits a new STATE event into the equipment's intervals and the hourly rollup."""
-    same = (
-        EquipmentEvent.equipment_id == event.equipment_id,
-        EquipmentEvent.kind == EquipmentEventKind.STATE,
-        EquipmentEvent.id != event.id,
-    )
-    later = or_(
-        EquipmentEvent.occurred_at > event.occurred_at,
-        (EquipmentEvent.occurred_at == event.occurred_at) & (EquipmentEvent.id > event.id),
-    )
-    earlier = or_(
-        EquipmentEvent.occurred_at < event.occurred_at,
-        (EquipmentEvent.occurred_at == event.occurred_at) & (EquipmentEvent.id < event.id),
-    )
-    nxt = await session.scalar(
-        select(EquipmentEvent)
-        .where(*same, later)
-        .order_by(EquipmentEvent.occurred_at, EquipmentEvent.id)
+        .order_by(other.occurred_at)
         .limit(1)
+        .correlate(outer)
+        .scalar_subquery()
     )
-    prev = await session.scalar(
-        select(EquipmentEvent)
-        .where(*same, earlier)
-        .order_by(EquipmentEvent.occurred_at.desc(), EquipmentEvent.id.desc())
-        .limit(1)
-    )
-    assert event.state is not None
-    event.state_until = nxt.occurred_at if nxt is not None else None
-    await _bump(
-        session,
-        event.equipment_id,
-        _hour(event.occurred_at),
-        event.state,
-        event.reason or "",
-        0.0,
-        1,
-    )
-    if event.state_until is not None:
-        await _add_interval(
-            session,
-            event.equipment_id,
-            event.state,
-            event.reason,
-            event.occurred_at,
-            event.state_until,
-            1,
+    prev_at = (
+        select(other.occurred_at)
+        .where(
+            *same,
+            other.occurred_at <= outer.occurred_at,
+            or_(other.occurred_at < outer.occurred_at, other.id < outer.id),
         )
-    if prev is not None:
-        assert prev.state is not None
-        if prev.state_until is not None:
-            # The new event cuts the end off prev's closed interval.
-            await _add_interval(
-                session,
-                prev.equipment_id,
-                prev.state,
-                prev.reason,
-                event.occurred_at,
-                prev.state_until,
-                -1,
+        .order_by(other.occurred_at.desc())
+        .limit(1)
+        .correlate(outer)
+        .scalar_subquery()
+    )
+    found = (
+        select(
+            outer.id,
+            outer.equipment_id,
+            outer.occurred_at,
+            outer.state,
+            outer.reason,
+            next_at.label("next_at"),
+            prev_at.label("prev_at"),
+        )
+        .where(outer.id.in_(ids))
+        .subquery()
+    )
+    prev_id = (
+        select(func.max(other.id))
+        .where(
+            other.equipment_id == found.c.equipment_id,
+            other.kind == EquipmentEventKind.STATE,
+            other.occurred_at == found.c.prev_at,
+            or_(other.occurred_at < found.c.occurred_at, other.id < found.c.id),
+        )
+        .correlate(found)
+        .scalar_subquery()
+    )
+    return select(found, prev_id.label("prev_id"))
+
+
+async def _place_states(uow: UnitOfWork, ids: Sequence[int]) -> dict[int, Any]:
+    """Fits newly stored STATE events into their equipment's intervals and the hourly rollup;
+    returns, per equipment, the new event that became its latest (if one did).
+
+    The new events are already in the table, so each one's neighbours, found in one query,
+    are its final neighbours. Only two kinds of interval change: the new ones, and the one an
+    older event had when a new event lands inside it (that older event is then the new event's
+    previous one). Intervals only ever shrink: a stretch of zero length (two events at the same
+    moment) is no stretch and does not count as a start.
+    """
+    session, table = uow.session, EquipmentEvent
+    new = {r.id: r for r in (await session.execute(_neighbours(ids))).all()}
+    wanted = {r.prev_id for r in new.values() if r.prev_id is not None and r.prev_id not in new}
+    old = (
+        {
+            r.id: r
+            for r in (
+                await session.execute(
+                    select(
+                        table.id,
+                        table.equipment_id,
+                        table.occurred_at,
+                        table.state,
+                        table.reason,
+                        table.state_until,
+                    ).where(table.id.in_(wanted))
+                )
+            ).all()
+        }
+        if wanted
+        else {}
+    )
+    deltas, until_of, latest = _StateDeltas(), {}, {}
+    for r in new.values():
+        until = r.next_at
+        if until is None:
+            latest[r.equipment_id] = r
+        until_of[r.id] = until
+        if until is None or until > r.occurred_at:
+            deltas.start(r.equipment_id, r.state, r.reason, r.occurred_at, 1)
+        if until is not None:
+            deltas.interval(r.equipment_id, r.state, r.reason, r.occurred_at, until, 1)
+        prev = old.get(r.prev_id) if r.prev_id is not None else None
+        if prev is None:
+            continue  # none, or another new event (whose interval is computed in full)
+        if prev.state_until is None:
+            deltas.interval(
+                prev.equipment_id, prev.state, prev.reason, prev.occurred_at, r.occurred_at, 1
             )
         else:
-            await _add_interval(
-                session,
-                prev.equipment_id,
-                prev.state,
-                prev.reason,
-                prev.occurred_at,
-                event.occurred_at,
-                1,
+            deltas.interval(
+                prev.equipment_id, prev.state, prev.reason, r.occurred_at, prev.state_until, -1
             )
-        prev.state_until = event.occurred_at
-    await session.flush()
+        was_a_stretch = prev.state_until is None or prev.state_until > prev.occurred_at
+        if was_a_stretch and r.occurred_at == prev.occurred_at:
+            deltas.start(prev.equipment_id, prev.state, prev.reason, prev.occurred_at, -1)
+        until_of[prev.id] = r.occurred_at
+    changed = [{"id": k, "state_until": v} for k, v in until_of.items() if v is not None]
+    if changed:  # ORM bulk UPDATE by primary key: one executemany
+        await session.execute(update(EquipmentEvent), changed)
+    await deltas.write(uow)
+    return latest
 
 
-async def _refresh_current_state(uow: UnitOfWork, equipment: Equipment) -> None:
-    latest = await uow.session.scalar(
-        select(EquipmentEvent)
-        .where(
-            EquipmentEvent.equipment_id == equipment.id,
-            EquipmentEvent.kind == EquipmentEventKind.STATE,
-        )
-        .order_by(EquipmentEvent.occurred_at.desc(), EquipmentEvent.id.desc())
-        .limit(1)
-    )
-    if latest is None or latest.state is None:
-        return
-    if (equipment.state, equipment.state_reason, equipment.state_since) == (
-        latest.state,
-        latest.reason,
-        latest.occurred_at,
-    ):
-        return
+def _set_current_state(uow: UnitOfWork, equipment: Equipment, latest: Any) -> None:
+    """The machine's state is now that of `latest`, its STATE event with the latest
+    occurredAt; subscribers hear of it when the state or its reason changed."""
     changed = equipment.state != latest.state or equipment.state_reason != latest.reason
     equipment.state, equipment.state_reason = latest.state, latest.reason
     equipment.state_since = latest.occurred_at
@@ -414,8 +468,12 @@ async def _refresh_current_state(uow: UnitOfWork, equipment: Equipment) -> None:
 @dataclass
 class Downtime:
     reason: str
-    seconds: float = 0.0
+    micros: int = 0
     occurrences: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.micros / 1e6
 
 
 @dataclass
@@ -451,19 +509,19 @@ async def oee(
         raise DomainError.one(ErrorCode.INVALID_INPUT, "from and to need a time zone", "from")
     if end < start:
         raise DomainError.one(ErrorCode.INVALID_INPUT, "`to` must not be before `from`", "to")
-    seconds: dict[EquipmentState, float] = defaultdict(float)
+    # Sums in whole microseconds (every time is a whole number of them): exact, and the
+    # rollups' float sums round back to what they stand for, without residues such as
+    # 1e-13 s of a state that is not in the window at all.
+    micros: dict[EquipmentState, int] = defaultdict(int)
     downtime: dict[str, Downtime] = {}
     counts: dict[str, int] = defaultdict(int)
-    known = 0.0
 
-    def add(state: EquipmentState, reason: str | None, secs: float, starts: int) -> None:
-        nonlocal known
-        seconds[state] += secs
-        known += secs
+    def add(state: EquipmentState, reason: str | None, span: int, starts: int) -> None:
+        micros[state] += span
         if state is not EquipmentState.RUNNING:
             label = reason or state.value
             entry = downtime.setdefault(label, Downtime(label))
-            entry.seconds += secs
+            entry.micros += span
             entry.occurrences += starts
 
     head_end, tail_start = _ceil_hour(start), _hour(end)
@@ -474,24 +532,65 @@ async def oee(
         segments = [(start, head_end), (tail_start, end)]
         middle = (head_end, tail_start)
 
-    # Raw intervals for the edge segments (closed ones; the open one is handled below).
+    # Every query below is an index range or seek: none scans a machine's history from its
+    # beginning or end, so a window costs the same after a month of events as after a day.
+    state_events = (
+        EquipmentEvent.equipment_id == equipment.id,
+        EquipmentEvent.kind == EquipmentEventKind.STATE,
+    )
+
+    async def covering(moment: dt.datetime) -> EquipmentEvent | None:
+        """The STATE event whose interval holds `moment` and began before it."""
+        found = await session.scalar(
+            select(EquipmentEvent)
+            .where(*state_events, EquipmentEvent.occurred_at < moment)
+            .order_by(EquipmentEvent.occurred_at.desc(), EquipmentEvent.id.desc())
+            .limit(1)
+        )
+        if found is None or (found.state_until is not None and found.state_until <= moment):
+            return None
+        return found
+
+    # The open interval (the current state, from the latest STATE event on) is in no rollup:
+    # it counts on its own, up to the end of the window.
+    current = await session.scalar(
+        select(EquipmentEvent)
+        .where(*state_events)
+        .order_by(EquipmentEvent.occurred_at.desc(), EquipmentEvent.id.desc())
+        .limit(1)
+    )
+    if current is not None and current.state_until is not None:
+        current = None  # cannot be: the latest event's interval is open
+
+    # The edge segments from raw events: intervals that begin in them (closed ones; the open
+    # one is counted below), and the part of the one that began before.
     for a, b in segments:
         if b <= a:
             continue
-        rows = await session.scalars(
-            select(EquipmentEvent).where(
-                EquipmentEvent.equipment_id == equipment.id,
-                EquipmentEvent.kind == EquipmentEventKind.STATE,
+        rows = await session.execute(  # plain rows: up to an hour of events, no ORM objects
+            select(
+                EquipmentEvent.state,
+                EquipmentEvent.reason,
+                EquipmentEvent.occurred_at,
+                EquipmentEvent.state_until,
+            ).where(
+                *state_events,
+                EquipmentEvent.occurred_at >= a,
                 EquipmentEvent.occurred_at < b,
                 EquipmentEvent.state_until.is_not(None),
-                EquipmentEvent.state_until > a,
             )
         )
-        for ev in rows:
-            assert ev.state is not None and ev.state_until is not None
-            overlap = (min(b, ev.state_until) - max(a, ev.occurred_at)).total_seconds()
-            began_here = a <= ev.occurred_at < b
-            add(ev.state, ev.reason, overlap, 1 if began_here else 0)
+        for state, reason, began, until in rows:
+            assert state is not None
+            assert until is not None
+            overlap = (min(b, until) - began) // _MICRO
+            # A stretch of zero length (another event at the same moment) is no stretch.
+            add(state, reason, overlap, 1 if overlap > 0 else 0)
+        before = await covering(a)
+        if before is not None and before.state_until is not None:
+            assert before.state is not None
+            overlap = (min(b, before.state_until) - a) // _MICRO
+            add(before.state, before.reason, overlap, 0)  # its start counts elsewhere
         for name, total in (
             await session.execute(
                 select(EquipmentEvent.counter, func.sum(EquipmentEvent.increment))
@@ -522,7 +621,7 @@ async def oee(
                 .group_by(StateHour.state, StateHour.reason)
             )
         ).all():
-            add(state, reason or None, float(secs or 0.0), int(starts or 0))
+            add(state, reason or None, round((secs or 0.0) * 1e6), int(starts or 0))
         for name, total in (
             await session.execute(
                 select(CounterHour.counter, func.sum(CounterHour.total))
@@ -535,38 +634,23 @@ async def oee(
             )
         ).all():
             counts[name] += int(total or 0)
-        # Rollup "starts" include the open interval's start; its seconds come below.
-    # The open interval (the current state) counts up to the end of the window.
-    current = await session.scalar(
-        select(EquipmentEvent).where(
-            EquipmentEvent.equipment_id == equipment.id,
-            EquipmentEvent.kind == EquipmentEventKind.STATE,
-            EquipmentEvent.state_until.is_(None),
-            EquipmentEvent.occurred_at < end,
-        )
-    )
-    if current is not None and current.state is not None:
-        overlap = (end - max(start, current.occurred_at)).total_seconds()
+    if current is not None and current.occurred_at < end:
+        assert current.state is not None
+        # Its start is in the rollup when it began in the middle hours.
         in_middle = middle is not None and middle[0] <= current.occurred_at < middle[1]
-        began_in_edge = start <= current.occurred_at < end and not in_middle
-        add(current.state, current.reason, max(overlap, 0.0), 1 if began_in_edge else 0)
-    # An interval that began before the window but reaches into it is one stretch, too.
-    first = await session.scalar(
-        select(EquipmentEvent).where(
-            EquipmentEvent.equipment_id == equipment.id,
-            EquipmentEvent.kind == EquipmentEventKind.STATE,
-            EquipmentEvent.occurred_at < start,
-            or_(EquipmentEvent.state_until.is_(None), EquipmentEvent.state_until > start),
-        )
-    )
-    if first is not None and first.state is not None and first.state is not EquipmentState.RUNNING:
+        began_in_edge = start <= current.occurred_at and not in_middle
+        overlap = (end - max(start, current.occurred_at)) // _MICRO
+        add(current.state, current.reason, overlap, 1 if began_in_edge else 0)
+    # The interval that began before the window but reaches into it is one stretch, too.
+    first = await covering(start) if start < end else None  # an empty window holds none
+    if first is not None and first.state not in (None, EquipmentState.RUNNING):
+        assert first.state is not None
         label = first.reason or first.state.value
         downtime.setdefault(label, Downtime(label)).occurrences += 1
 
-    window = (end - start).total_seconds()
-    left_out = window - known
-    planned = window - seconds[EquipmentState.PLANNED_STOP] - left_out
-    run, down = seconds[EquipmentState.RUNNING], seconds[EquipmentState.DOWN]
+    # planned = window - PLANNED_STOP - left out, where left out = window - known
+    planned = (sum(micros.values()) - micros[EquipmentState.PLANNED_STOP]) / 1e6
+    run, down = micros[EquipmentState.RUNNING] / 1e6, micros[EquipmentState.DOWN] / 1e6
     good, reject = counts.get("good", 0), counts.get("reject", 0)
     availability = _ratio(run, planned)
     performance = _ratio((equipment.ideal_cycle_seconds or 0.0) * (good + reject), run)
@@ -584,8 +668,8 @@ async def oee(
         quality,
         availability * performance * quality,
         sorted(
-            (d for d in downtime.values() if d.seconds > 0 or d.occurrences > 0),
-            key=lambda d: (-d.seconds, d.reason),
+            (d for d in downtime.values() if d.micros > 0 or d.occurrences > 0),
+            key=lambda d: (-d.micros, d.reason),
         ),
     )
 
@@ -602,11 +686,23 @@ def events_query(
     return stmt
 
 
-async def equipment_ids_of_work_center(session: AsyncSession, code: str) -> set[int]:
-    return set(
+async def equipment_id(session: AsyncSession, code: str) -> int | None:
+    found: int | None = await session.scalar(
+        select(Equipment.id).where(Equipment.code == code.strip())
+    )
+    return found
+
+
+async def work_center_id(session: AsyncSession, code: str) -> int | None:
+    found: int | None = await session.scalar(
+        select(WorkCenter.id).where(WorkCenter.code == code.strip())
+    )
+    return found
+
+
+async def events_by_ids(session: AsyncSession, ids: Sequence[int]) -> list[EquipmentEvent]:
+    return list(
         await session.scalars(
-            select(Equipment.id)
-            .join(WorkCenter, WorkCenter.id == Equipment.work_center_id)
-            .where(WorkCenter.code == code.strip())
+            select(EquipmentEvent).where(EquipmentEvent.id.in_(ids)).order_by(EquipmentEvent.id)
         )
     )

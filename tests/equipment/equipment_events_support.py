@@ -95,9 +95,7 @@ def state(
     }
 
 
-def counter(
-    event_id: str, code: str, at: dt.datetime, name: str, increment: int
-) -> dict[str, Any]:
+def counter(event_id: str, code: str, at: dt.datetime, name: str, increment: int) -> dict[str, Any]:
     return {
         "eventId": event_id,
         "equipmentCode": code,
@@ -170,6 +168,10 @@ class StatePoint:
     at: dt.datetime
     state: str
     reason: str | None
+    # Among STATE events at the same moment, the one stored last counts (the server orders by
+    # occurredAt, then by its row id): the order of sending, within a batch too.
+    sent: int = 0
+    event_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,11 +200,11 @@ def expected_oee(
     Each moment takes the state of the last STATE event at or before it, so STATE event i
     holds from its time to the next one's (the last one holds for ever); time before the first
     known state is left out. A stretch is one STATE event's interval; occurrences count the
-    non-running stretches that overlap the window. Times must be distinct. Seconds are summed
-    in whole microseconds, so the oracle itself is exact.
+    non-running stretches that overlap the window (an event followed by another at the same
+    moment has an empty interval: it overlaps nothing). Seconds are summed in whole
+    microseconds, so the oracle itself is exact.
     """
-    ordered = sorted(states, key=lambda p: p.at)
-    assert len({p.at for p in ordered}) == len(ordered), "the oracle needs distinct times"
+    ordered = sorted(states, key=lambda p: (p.at, p.sent))
     per_state: dict[str, int] = defaultdict(int)
     downtime: dict[str, list[int]] = {}
     for i, point in enumerate(ordered):
@@ -308,7 +310,7 @@ async def rollup_differences(db: Database, code: str) -> list[str]:
             )
         )
     wrong: list[str] = []
-    states = [e for e in events if e.kind is EquipmentEventKind.STATE]
+    states = [e for e in events if e.kind is EquipmentEventKind.STATE]  # by (occurredAt, id)
     seconds: dict[tuple[dt.datetime, str, str], int] = defaultdict(int)
     starts: dict[tuple[dt.datetime, str, str], int] = defaultdict(int)
     for i, event in enumerate(states):
@@ -317,7 +319,8 @@ async def rollup_differences(db: Database, code: str) -> list[str]:
             wrong.append(f"event {event.event_id}: state_until {event.state_until}, next {until}")
         assert event.state is not None
         reason = event.reason or ""
-        starts[(floor_hour(event.occurred_at), event.state.value, reason)] += 1
+        if until is None or until > event.occurred_at:  # an empty interval is no stretch
+            starts[(floor_hour(event.occurred_at), event.state.value, reason)] += 1
         if until is None:
             continue
         hour = floor_hour(event.occurred_at)
@@ -335,13 +338,13 @@ async def rollup_differences(db: Database, code: str) -> list[str]:
     totals: dict[tuple[dt.datetime, str], int] = defaultdict(int)
     for event in events:
         if event.kind is EquipmentEventKind.COUNTER:
-            assert event.counter is not None and event.increment is not None
+            assert event.counter is not None
+            assert event.increment is not None
             totals[(floor_hour(event.occurred_at), event.counter)] += event.increment
     stored_totals = {(r.hour, r.counter): r.total for r in counter_rows}
     for key in sorted(set(totals) | set(stored_totals)):
         if totals.get(key, 0) != stored_totals.get(key, 0):
             wrong.append(
-                f"counter hour {key}: stored {stored_totals.get(key, 0)}, "
-                f"raw {totals.get(key, 0)}"
+                f"counter hour {key}: stored {stored_totals.get(key, 0)}, raw {totals.get(key, 0)}"
             )
     return wrong

@@ -65,9 +65,7 @@ async def stored(db: Database) -> list[tuple[str, str]]:
     """(equipment id, eventId) of every stored event."""
     async with db.read() as session:
         rows = await session.execute(
-            select(EquipmentEvent.equipment_id, EquipmentEvent.event_id).order_by(
-                EquipmentEvent.id
-            )
+            select(EquipmentEvent.equipment_id, EquipmentEvent.event_id).order_by(EquipmentEvent.id)
         )
         return [(str(e), i) for e, i in rows.all()]
 
@@ -115,6 +113,8 @@ async def test_good_events_are_stored_and_each_bad_one_comes_back_with_its_field
             "message": "m" * 2000,
             "unit": "u" * 20,
         },
+        # 27: a time without a zone is ambiguous
+        {**value("v-7", "M-2", at(9), "speed", 1.0), "occurredAt": "2026-01-01T10:00:00"},
     ]
     payload = await record(bridge, batch)
 
@@ -140,6 +140,7 @@ async def test_good_events_are_stored_and_each_bad_one_comes_back_with_its_field
         ("INVALID_INPUT", "events.23.message"),
         ("INVALID_INPUT", "events.24.increment"),
         ("NOT_FOUND", "events.24.equipmentCode"),
+        ("INVALID_INPUT", "events.27.occurredAt"),
     ]
     assert all(e["message"] for e in payload["errors"])
     assert (payload["accepted"], payload["duplicates"]) == (7, 0)
@@ -147,7 +148,7 @@ async def test_good_events_are_stored_and_each_bad_one_comes_back_with_its_field
     m1 = await events_of(bridge, "M-1")
     assert [e["eventId"] for e in m1] == ["s-1", "c-1", "c-6", "v-1", "a-1"]
     by_id = {e["eventId"]: e for e in m1}
-    assert by_id["s-1"]["kind"] == "STATE" and by_id["s-1"]["state"] == "RUNNING"
+    assert (by_id["s-1"]["kind"], by_id["s-1"]["state"]) == ("STATE", "RUNNING")
     assert (by_id["c-1"]["counter"], by_id["c-1"]["increment"]) == ("good", 10)
     assert (by_id["c-6"]["counter"], by_id["c-6"]["increment"]) == ("reject", 0)
     assert (by_id["v-1"]["name"], by_id["v-1"]["value"], by_id["v-1"]["unit"]) == (
@@ -163,7 +164,9 @@ async def test_good_events_are_stored_and_each_bad_one_comes_back_with_its_field
 
     m2 = await events_of(bridge, "M-2")
     assert [e["eventId"] for e in m2] == ["v-6", "e" * 100]
-    assert (m2[1]["alarmCode"], m2[1]["alarmActive"], len(m2[1]["message"])) == ("B" * 64, False, 2000)
+    alarm_event = m2[1]
+    assert (alarm_event["alarmCode"], alarm_event["alarmActive"]) == ("B" * 64, False)
+    assert (len(alarm_event["message"]), alarm_event["unit"]) == (2000, "u" * 20)
     assert (await equipment(bridge, "M-1"))["state"] == "RUNNING"
 
 
@@ -236,7 +239,7 @@ async def test_duplicates_are_counted_and_change_nothing(bridge: Caller, db: Dat
         ("e-2", 5),
         ("e-3", 1),
     ]
-    assert m1[0]["state"] == "RUNNING" and m1[0]["reason"] is None
+    assert (m1[0]["state"], m1[0]["reason"]) == ("RUNNING", None)
     machine = await equipment(bridge, "M-1")
     assert (machine["state"], machine["stateReason"]) == ("RUNNING", None)
     async with db.read() as session:

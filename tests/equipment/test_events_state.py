@@ -121,9 +121,7 @@ async def test_in_one_batch_the_latest_occurrence_wins_whatever_the_order(bridge
     assert await current(bridge, "M-3") == ("OFFLINE", None, None)
 
     # A later batch whose newest event is still older than the current state.
-    await record(
-        bridge, [state("s-5", "M-1", at(39), "DOWN"), state("s-6", "M-1", at(38), "IDLE")]
-    )
+    await record(bridge, [state("s-5", "M-1", at(39), "DOWN"), state("s-6", "M-1", at(38), "IDLE")])
     assert await current(bridge) == ("RUNNING", None, at(40))
     # Same state again, later: the state stays, with a new reason it is a change.
     await record(bridge, [state("s-7", "M-1", at(45), "RUNNING", "speed 2")])

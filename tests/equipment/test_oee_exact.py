@@ -13,7 +13,7 @@ import datetime as dt
 import os
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -38,7 +38,6 @@ from equipment_events_support import (
 
 from backend.db import Database
 from backend.principal import Role
-
 
 
 def seeds(spec: str | None) -> list[int]:
@@ -81,8 +80,9 @@ class History:
 def random_history(
     rng: random.Random, code: str, start: dt.datetime, n_states: int, n_counts: int
 ) -> History:
-    """STATE and COUNTER events at distinct random moments over three days from `start`; some
-    fall exactly on an hour, most have microseconds."""
+    """STATE and COUNTER events at random moments over three days from `start`; some fall
+    exactly on an hour, most have microseconds, and a few STATE events share their moment with
+    another one."""
     span = SPAN // dt.timedelta(microseconds=1)
     moments: set[dt.datetime] = set()
     while len(moments) < n_states + n_counts:
@@ -99,9 +99,12 @@ def random_history(
     states: list[StatePoint] = []
     counts: list[CountPoint] = []
     for i, moment in enumerate(ordered[:n_states]):
-        point = StatePoint(moment, rng.choice(STATES), rng.choice(REASONS))
+        if states and rng.random() < 0.05:
+            moment = rng.choice(states).at
+        event_id = f"{code}-s{i}"
+        point = StatePoint(moment, rng.choice(STATES), rng.choice(REASONS), event_id=event_id)
         states.append(point)
-        events.append(state(f"{code}-s{i}", code, moment, point.state, point.reason))
+        events.append(state(event_id, code, moment, point.state, point.reason))
     for i, moment in enumerate(ordered[n_states:]):
         count = CountPoint(moment, rng.choice(COUNTERS), rng.choice([0, 1, 1, 2, 5, 17, 250]))
         counts.append(count)
@@ -116,7 +119,7 @@ def random_windows(
     spanning days, starting before the first event, ending in the future, and with edges on
     the very moments of events."""
     start, first, last = history.start, history.first, history.last
-    moments = sorted([p.at for p in history.states] + [c.at for c in history.counts])
+    moments = sorted({p.at for p in history.states} | {c.at for c in history.counts})
 
     def anywhere() -> dt.datetime:
         return start + rng.random() * SPAN
@@ -222,6 +225,9 @@ async def test_oee_matches_the_definition_over_random_windows(
     blender = random_history(rng, "M-2", start, n_states=40, n_counts=20)
 
     sent = batches(rng, press.events + blender.events)
+    order = {e["eventId"]: i for i, e in enumerate(e for batch in sent for e in batch)}
+    for history in (press, blender):
+        history.states = [replace(p, sent=order[p.event_id]) for p in history.states]
     for batch in sent:
         payload = await record(bridge, batch)
         assert payload == {"accepted": len(batch), "duplicates": 0, "errors": []}, seed
@@ -233,7 +239,7 @@ async def test_oee_matches_the_definition_over_random_windows(
     }
 
     for history in (press, blender):
-        latest = max(history.states, key=lambda p: p.at)
+        latest = max(history.states, key=lambda p: (p.at, p.sent))
         machine = await equipment(bridge, history.code)
         assert (machine["state"], machine["stateReason"], parse(machine["stateSince"])) == (
             latest.state,
