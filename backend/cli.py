@@ -407,35 +407,47 @@ def _start_demo_equipment(settings: Any, args: argparse.Namespace) -> list[subpr
     The bridge gets a fresh EQUIPMENT API token and the demo's own URL; it keeps its outbox
     next to the database, so events made while the server starts are sent once it answers.
     """
-    from equipment_bridge.config import DEMO_CONFIG
-
     from backend.auth import service
     from backend.db import Database
     from backend.uow import transaction
+    from equipment_bridge.config import DEMO_CONFIG
 
     async def make_token() -> str:
         db = Database(settings.database_url)
         try:
             async with transaction(db, SYSTEM) as uow:
                 _, token = await service.create_api_token(
-                    uow, name=f"demo-bridge-{secrets.token_hex(4)}", roles=[Role.EQUIPMENT])
+                    uow, name=f"demo-bridge-{secrets.token_hex(4)}", roles=[Role.EQUIPMENT]
+                )
         finally:
             await db.dispose()
         return token
 
     env = dict(os.environ)
-    env.update({
-        "MES_BRIDGE_TOKEN": asyncio.run(make_token()),
-        "MES_URL": f"http://127.0.0.1:{args.port}/graphql",
-        "MES_SIM_OPCUA_PORT": str(args.opcua_port),
-        "MES_SIM_MODBUS_PORT": str(args.modbus_port),
-        "MES_BRIDGE_OUTBOX": str(Path("mes-bridge-outbox.sqlite").resolve()),
-    })
+    env.update(
+        {
+            "MES_BRIDGE_TOKEN": asyncio.run(make_token()),
+            "MES_URL": f"http://127.0.0.1:{args.port}/graphql",
+            "MES_SIM_OPCUA_PORT": str(args.opcua_port),
+            "MES_SIM_MODBUS_PORT": str(args.modbus_port),
+            "MES_BRIDGE_OUTBOX": str(Path("mes-bridge-outbox.sqlite").resolve()),
+        }
+    )
     simulators = subprocess.Popen(
-        [sys.executable, "-m", "equipment_bridge.simulators.run", "--opcua-port",
-         str(args.opcua_port), "--modbus-port", str(args.modbus_port)], env=env)
+        [
+            sys.executable,
+            "-m",
+            "equipment_bridge.simulators.run",
+            "--opcua-port",
+            str(args.opcua_port),
+            "--modbus-port",
+            str(args.modbus_port),
+        ],
+        env=env,
+    )
     bridge = subprocess.Popen(
-        [sys.executable, "-m", "equipment_bridge", "--config", str(DEMO_CONFIG)], env=env)
+        [sys.executable, "-m", "equipment_bridge", "--config", str(DEMO_CONFIG)], env=env
+    )
     return [simulators, bridge]
 
 
@@ -495,12 +507,23 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "serve":
             sub.add_argument("--workers", type=int, default=1)
         else:
-            sub.add_argument("--opcua-port", type=int, default=4840,
-                             help="the OPC UA press simulator's port (default 4840)")
-            sub.add_argument("--modbus-port", type=int, default=5020,
-                             help="the Modbus TCP blender simulator's port (default 5020)")
-            sub.add_argument("--no-equipment", action="store_true",
-                             help="start neither the machine simulators nor the bridge")
+            sub.add_argument(
+                "--opcua-port",
+                type=int,
+                default=4840,
+                help="the OPC UA press simulator's port (default 4840)",
+            )
+            sub.add_argument(
+                "--modbus-port",
+                type=int,
+                default=5020,
+                help="the Modbus TCP blender simulator's port (default 5020)",
+            )
+            sub.add_argument(
+                "--no-equipment",
+                action="store_true",
+                help="start neither the machine simulators nor the bridge",
+            )
 
     add("worker", cmd_worker, "run the arq worker (needs MES_REDIS_URL)")
     from equipment_bridge.simulators.run import add_arguments as add_simulator_arguments

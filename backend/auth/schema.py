@@ -38,6 +38,14 @@ class UserType(Node):
         )
 
 
+async def user_by_pk(info: Info, pk: int | None) -> UserType | None:
+    """The user with this id through the operation's loader (None for None)."""
+    if pk is None:
+        return None
+    row = await info.context.loaders.user.load(pk)
+    return UserType.from_row(row) if row else None
+
+
 register_node("User", NodeKind(lambda loaders: loaders.user, UserType.from_row))
 
 

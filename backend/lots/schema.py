@@ -26,8 +26,8 @@ from backend.gql import (
 )
 from backend.lots import service
 from backend.lots.barcode import ParsedCode
-from backend.lots.models import Consumption, GenealogyLink, Lot, LotStatus
-from backend.orders.schema import ProductionOrderType
+from backend.lots.models import Consumption, Lot, LotStatus
+from backend.orders.schema import ProductionOrderType, order_by_pk
 from backend.replay.service import Subject
 from backend.uow import UnitOfWork
 
@@ -50,13 +50,6 @@ class TraceDirection(enum.Enum):
     FORWARD = strawberry.enum_value(
         "FORWARD", description=("Where it went: the lots made from this one, and from those.")
     )
-
-
-async def _order(info: Info, pk: int | None) -> ProductionOrderType | None:
-    if pk is None:
-        return None
-    row = await info.context.loaders.order.load(pk)
-    return ProductionOrderType.from_row(row) if row else None
 
 
 async def _lot(info: Info, pk: int) -> LotType:
@@ -85,7 +78,7 @@ class LotType(Node):
 
     @strawberry.field
     async def produced_by(self, info: Info) -> ProductionOrderType | None:
-        return await _order(info, self.order_pk)
+        return await order_by_pk(info, self.order_pk)
 
     @strawberry.field
     async def inspections(self, info: Info) -> list[InspectionRef]:
@@ -144,7 +137,7 @@ class GenealogyLinkType:
 
     @strawberry.field
     async def order(self, info: Info) -> ProductionOrderType | None:
-        return await _order(info, self.order_pk)
+        return await order_by_pk(info, self.order_pk)
 
     @classmethod
     def from_step(cls, step: service.TraceStep) -> GenealogyLinkType:

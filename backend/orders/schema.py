@@ -51,6 +51,14 @@ OrderStatusType = strawberry.enum(OrderStatus, name="OrderStatus")
 OperationStatusType = strawberry.enum(OperationStatus, name="OperationStatus")
 
 
+async def order_by_pk(info: Info, pk: int | None) -> ProductionOrderType | None:
+    """The order with this id through the operation's loader (None for None)."""
+    if pk is None:
+        return None
+    row = await info.context.loaders.order.load(pk)
+    return ProductionOrderType.from_row(row) if row else None
+
+
 async def _work_center(info: Info, pk: int | None) -> WorkCenterType | None:
     if pk is None:
         return None

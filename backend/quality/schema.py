@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
-from backend.auth.schema import UserType
+from backend.auth.schema import UserType, user_by_pk
 from backend.catalog.schema import CharacteristicType
 from backend.gql import (
     Connection,
@@ -21,7 +21,7 @@ from backend.gql import (
     run_replayable,
     to_global_id,
 )
-from backend.orders.schema import OrderOperationType, ProductionOrderType
+from backend.orders.schema import OrderOperationType, ProductionOrderType, order_by_pk
 from backend.quality import service
 from backend.quality.models import (
     Deviation,
@@ -58,20 +58,6 @@ async def _lot(info: Info, pk: int | None) -> LotType | None:
     return LotType.from_row(row) if row else None
 
 
-async def _order(info: Info, pk: int | None) -> ProductionOrderType | None:
-    if pk is None:
-        return None
-    row = await info.context.loaders.order.load(pk)
-    return ProductionOrderType.from_row(row) if row else None
-
-
-async def _user(info: Info, pk: int | None) -> UserType | None:
-    if pk is None:
-        return None
-    row = await info.context.loaders.user.load(pk)
-    return UserType.from_row(row) if row else None
-
-
 @strawberry.type(name="InspectionResult")
 class InspectionResultType:
     characteristic_pk: strawberry.Private[int]
@@ -90,7 +76,7 @@ class InspectionResultType:
 
     @strawberry.field
     async def recorded_by(self, info: Info) -> UserType:
-        user = await _user(info, self.user_pk)
+        user = await user_by_pk(info, self.user_pk)
         # Results recorded with an API token name the token, not a person.
         return user or UserType(
             id=to_global_id("User", 0),
@@ -129,7 +115,7 @@ class InspectionType(Node):
 
     @strawberry.field
     async def order(self, info: Info) -> ProductionOrderType | None:
-        return await _order(info, self.order_pk)
+        return await order_by_pk(info, self.order_pk)
 
     @strawberry.field
     async def operation(self, info: Info) -> OrderOperationType | None:
@@ -187,7 +173,7 @@ class SignatureType:
 
     @strawberry.field
     async def signer(self, info: Info) -> UserType:
-        user = await _user(info, self.signer_pk)
+        user = await user_by_pk(info, self.signer_pk)
         assert user is not None  # a foreign key
         return user
 
@@ -227,7 +213,7 @@ class DeviationType(Node):
 
     @strawberry.field
     async def order(self, info: Info) -> ProductionOrderType | None:
-        return await _order(info, self.order_pk)
+        return await order_by_pk(info, self.order_pk)
 
     @strawberry.field
     async def inspection(self, info: Info) -> InspectionType | None:
@@ -238,7 +224,7 @@ class DeviationType(Node):
 
     @strawberry.field
     async def raised_by(self, info: Info) -> UserType:
-        user = await _user(info, self.raiser_pk)
+        user = await user_by_pk(info, self.raiser_pk)
         return user or UserType(
             id=to_global_id("User", 0),
             username=self.raiser_name,
