@@ -39,7 +39,7 @@ pytest = rc=0; $(1) $(BIN)/python -m pytest $(2) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests ($(3)): that is a failure" >&2; fi; \
 	exit $$rc
 
-.PHONY: install run test test-sqlite test-postgres check-services lint schema bench clean
+.PHONY: install run test test-sqlite test-postgres test-faults check-services lint schema bench clean
 
 install: $(STAMP)
 
@@ -105,6 +105,10 @@ schema: install
 	@$(BIN)/mes export-schema > schema.graphql.tmp || { rm -f schema.graphql.tmp; exit 1; }
 	@mv schema.graphql.tmp schema.graphql
 	@echo "==> schema.graphql written"
+
+# The equipment fault tests (real simulators, bridge and server; about 2-3 minutes).
+test-faults: install
+	@$(call pytest,MES_FAULT_TESTS=1,tests/equipment/test_faults.py -v $(PYTEST_ARGS),fault tests)
 
 bench: install
 	@$(call pytest,MES_BENCH=1,tests/benchmarks -s $(PYTEST_ARGS),benchmarks)
