@@ -6,6 +6,7 @@ import logging
 from functools import lru_cache
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.schema.config import StrawberryConfig
 
@@ -48,9 +49,11 @@ class Subscription(
 
 def _should_mask(error: Exception) -> bool:
     # Errors we raise on purpose carry a code; anything else is a fault: logged, then masked.
+    # A GraphQLError behind it is graphql-core's own (a variable that does not coerce, say):
+    # the caller's mistake, shown as it is.
     original = getattr(error, "original_error", None)
     extensions = getattr(error, "extensions", None) or {}
-    if original is None or "code" in extensions:
+    if original is None or isinstance(original, GraphQLError) or "code" in extensions:
         return False
     log.error("unexpected error in %s", getattr(error, "path", None), exc_info=original)
     return True

@@ -111,6 +111,9 @@ async def supervise(name: str, start: Callable[[], Awaitable[None]], backoff: Ba
         await asyncio.sleep(retry.next_delay())
 
 
+SHUTDOWN_S = 5.0
+
+
 class Bridge:
     def __init__(
         self,
@@ -162,7 +165,11 @@ class Bridge:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Whatever a task was writing to the outbox is one transaction: a task that does
+            # not end in time (a library that ignores cancellation) loses nothing by it.
+            _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_S)
+            for task in stuck:
+                log.warning("%s did not stop in %.0f s; left behind", task.get_name(), SHUTDOWN_S)
             await forwarder.aclose()
             await asyncio.to_thread(outbox.close)
             log.info("bridge %s stopped", cfg.id)
@@ -237,4 +244,10 @@ def main(config_path: str) -> None:
     except OutboxError as error:
         raise BridgeConfigError(f"bridge.outbox.path: {error}") from None
     configure_logging(config.bridge.log_level)
-    asyncio.run(run_bridge(config, token))
+    # Not asyncio.run: it waits for every task left at the end, and Bridge.run leaves behind
+    # a task that does not stop (rather than hang on it).
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(run_bridge(config, token))
+    finally:
+        loop.close()

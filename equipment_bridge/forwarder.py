@@ -40,8 +40,9 @@ MUTATION = (
     " errors { code message field } } }"
 )
 _ITEM_FIELD = re.compile(r"^events\.(\d+)(?:\.|$)")
-# graphql-core's message for a variable that does not coerce: "... at 'events[3].state'; ..."
-_VARIABLE_ITEM = re.compile(r"at '\w+\[(\d+)\]")
+# graphql-core's message for a variable that does not coerce names the item: "... at
+# 'events[3].state'; ..." (3.2) or "... has invalid value at [3].state: ..." (3.3).
+_VARIABLE_ITEM = re.compile(r"at '?\w*\[(\d+)\]")
 AUTH_CODES = frozenset({"UNAUTHENTICATED", "FORBIDDEN"})
 
 

@@ -215,31 +215,19 @@ class Normalizer:
         """Events from one poll or one notification batch, in order.
 
         Devices write a state and its reason (an alarm flag and its code) as two variables,
-        delivered as two notifications in either order: within a batch, a reason that follows
-        its state belongs to it, and one that precedes it (with no state before it) too.
+        delivered as two notifications in either order; a batch may hold several changes of
+        one machine (a backlog after a reconnect). `_pair` gives each reason to its state.
         """
         self._pending = {}
-        plan: list[tuple[Observation, Observation | None]] = []
-        open_primary: dict[str, int] = {}
-        waiting: dict[str, Observation] = {}
+        admitted: list[tuple[Observation, str, str]] = []
         for obs in batch:
             target = self.channels.get(obs.channel)
             if target is None:
                 continue
-            admitted = self._admit(obs)
-            if admitted is None:
-                continue
-            obs = admitted
-            name, role = target
-            if role == "primary":
-                open_primary[name] = len(plan)
-                plan.append((obs, waiting.pop(name, None)))
-            elif name in open_primary:
-                index = open_primary[name]
-                plan[index] = (plan[index][0], obs)
-            else:
-                waiting[name] = obs
-        plan.extend((obs, None) for obs in waiting.values())
+            kept = self._admit(obs)
+            if kept is not None:
+                admitted.append((kept, *target))
+        plan = _pair(admitted)
         changes = Changes()
         for obs, attr in plan:
             name, role = self.channels[obs.channel]
@@ -676,3 +664,64 @@ class Normalizer:
             )
         )
         return changes
+
+
+# A reason (alarm code) and its state (alarm flag) are written together; one further apart than
+# this from every state of the batch is a change of its own (a stop re-classified).
+PAIR_WINDOW = dt.timedelta(seconds=1)
+
+
+def _pair(
+    items: Sequence[tuple[Observation, str, str]],
+) -> list[tuple[Observation, Observation | None]]:
+    """The batch as (observation, its secondary) in order; a secondary (reason, alarm code)
+    goes with the nearer of the states before and after it, by source timestamp, then by
+    position, preferring the state after it (devices mostly write the reason first); the
+    nearest pair wins where two secondaries want one state. A secondary left over stands on
+    its own, where it came."""
+    n = len(items)
+    before: list[int | None] = [None] * n
+    after: list[int | None] = [None] * n
+    last: dict[str, int] = {}
+    for i, (_, name, role) in enumerate(items):
+        if role == "primary":
+            last[name] = i
+        else:
+            before[i] = last.get(name)
+    last = {}
+    for i in range(n - 1, -1, -1):
+        _, name, role = items[i]
+        if role == "primary":
+            last[name] = i
+        else:
+            after[i] = last.get(name)
+    wishes: list[tuple[tuple[float, int, int], int, int]] = []
+    for i, (obs, _, role) in enumerate(items):
+        if role == "primary":
+            continue
+        for j, later in ((after[i], 0), (before[i], 1)):
+            if j is None:
+                continue
+            other = items[j][0]
+            seconds = 0.0
+            if obs.source_ts is not None and other.source_ts is not None:
+                gap = abs(obs.source_ts - other.source_ts)
+                if gap > PAIR_WINDOW:
+                    continue
+                seconds = gap.total_seconds()
+            wishes.append(((seconds, abs(i - j), later), i, j))
+    wishes.sort()
+    partner: dict[int, int] = {}
+    taken: set[int] = set()
+    for _, i, j in wishes:
+        if i not in taken and j not in partner:
+            partner[j] = i
+            taken.add(i)
+    plan: list[tuple[Observation, Observation | None]] = []
+    for i, (obs, _, role) in enumerate(items):
+        if role == "primary":
+            k = partner.get(i)
+            plan.append((obs, items[k][0] if k is not None else None))
+        elif i not in taken:
+            plan.append((obs, None))
+    return plan

@@ -133,8 +133,14 @@ class OpcUaConnector:
         return client
 
     async def _close(self, client: Client) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.disconnect(), 2.0)
+        # Not wait_for: it waits for the cancelled call to end, and a disconnect from a dead
+        # server may not end; this one is left behind after 2 s.
+        closing = asyncio.ensure_future(client.disconnect())
+        done, _ = await asyncio.wait({closing}, timeout=2.0)
+        if not done:
+            closing.cancel()
+        elif not closing.cancelled():
+            closing.exception()  # retrieved: a failed disconnect is of no interest
 
     # ------------------------------------------------------------ lifecycle
 

@@ -82,9 +82,9 @@ class FakeMes:
                     "data": None,
                     "errors": [
                         {
-                            "message": f"Variable '$events' got invalid value 'EXPLODED' at "
-                            f"'events[{i}].state'; Value 'EXPLODED' does not exist in "
-                            f"'EquipmentState' enum."
+                            # graphql-core 3.3's wording, as the real server answers
+                            "message": f"Variable '$events' has invalid value at [{i}].state: "
+                            f"Value 'EXPLODED' does not exist in 'EquipmentState' enum."
                         }
                         for i in bad_state
                     ],

@@ -279,6 +279,55 @@ def test_a_reason_written_just_after_its_state_belongs_to_it() -> None:
     assert [(e["state"], e.get("reason")) for e in events] == [("DOWN", "Material starved")]
 
 
+def test_a_backlog_of_changes_in_one_batch_keeps_each_reason_with_its_state() -> None:
+    """After a reconnect the server delivers the changes it kept in one batch. Each reason goes
+    with the state written next to it, also where a state changes without a new reason."""
+    m = Machine(
+        {
+            "state": {
+                "kind": "STATE",
+                "node": "ns=2;s=S",
+                "map": {1: "RUNNING", 2: "IDLE", 3: "DOWN"},
+                "reason_node": "ns=2;s=R",
+            },
+            "alarm": {"kind": "ALARM", "active_node": "ns=2;s=A", "code_node": "ns=2;s=C"},
+        },
+        protocol="opcua",
+    )
+    m.feed(0, source=True, state=2, state__reason="")
+    us = dt.timedelta(microseconds=1)
+
+    def ob(channel: str, value: Any, t: float, nudge: int = 0) -> Observation:
+        return Observation(channel, value, at(10), at(t) + nudge * us)
+
+    events = m.batch(
+        [
+            ob("state", 1, 1),  # IDLE -> RUNNING, reason unchanged ("")
+            ob("state#reason", "Jam", 2),  # reason first, 1 µs before its state
+            ob("state", 3, 2, 1),
+            ob("alarm#code", "GUARD_OPEN", 2, 2),  # raised: code, then flag
+            ob("alarm#active", True, 2, 3),
+            ob("alarm#active", False, 3),  # cleared: flag, then code
+            ob("alarm#code", "", 3, 1),
+            ob("state#reason", "", 3, 2),
+            ob("state", 1, 3, 3),
+            ob("state#reason", "Break", 4),
+            ob("state", 3, 4, 1),
+            ob("state#reason", "Material", 5),  # the stop re-classified, on its own
+        ]
+    )
+    states = [(e["state"], e.get("reason")) for e in events if e["kind"] == "STATE"]
+    assert states == [
+        ("RUNNING", None),
+        ("DOWN", "Jam"),
+        ("RUNNING", None),
+        ("DOWN", "Break"),
+        ("DOWN", "Material"),
+    ]
+    alarms = [(e["alarmCode"], e["alarmActive"]) for e in events if e["kind"] == "ALARM"]
+    assert alarms == [("GUARD_OPEN", True), ("GUARD_OPEN", False)]
+
+
 # ---------------------------------------------------------------- values
 
 

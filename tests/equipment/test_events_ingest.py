@@ -362,6 +362,21 @@ async def test_a_batch_may_hold_at_most_1000_events(bridge: Caller, db: Database
     assert await record(bridge, []) == {"accepted": 0, "duplicates": 0, "errors": []}
 
 
+async def test_an_event_the_schema_cannot_read_is_named_and_nothing_is_written(
+    bridge: Caller, db: Database
+) -> None:
+    """A value the GraphQL types refuse (an Int over 32 bits) fails the whole request before
+    any resolver runs; the message names the item, so a sender can take it out (it is the
+    caller's mistake, not a fault to mask)."""
+    events = [counter("c-0", "M-1", at(1), "good", 5), counter("c-1", "M-1", at(2), "good", 2**40)]
+    body = await bridge(RECORD, {"events": events})
+    assert body["data"] is None
+    [error] = body["errors"]
+    assert "[1].increment" in error["message"], error
+    assert "32-bit" in error["message"], error
+    assert await stored(db) == []
+
+
 async def test_one_batch_for_many_machines_with_long_codes(
     erp: Caller, bridge: Caller, db: Database
 ) -> None:

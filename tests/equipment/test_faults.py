@@ -6,9 +6,10 @@ Each test injects one fault and then checks, in the MES database:
   raw counters and every event it had produced, `faultkit.take_origin`) equal what the machine
   counted from those raw values to the end, read from the simulator itself while the machine
   stands still and the bridge has nothing left to send (`faultkit.settle`);
-- the state intervals: the machine's states in order (the seeded model replayed), none
-  invented (no DOWN or OFFLINE for a lost link), none skipped (except what a poller cannot see
-  while the link is down), each lasting what it lasted on the machine;
+- the state intervals: the machine's states in order with their reasons (the seeded model
+  replayed), none invented (no DOWN or OFFLINE for a lost link), none skipped, each lasting
+  what it lasted on the machine; within a link fault and its recovery, states the source did
+  not retain may be missing where the test says so (`check_machine(strict=False)`);
 - COMM_LOSS raised and cleared where the link broke; nothing quarantined that should not be.
 
 Every equipment code is the test's own (PRESS-01-<case>, BLENDER-01-<case> in the demo's work
@@ -142,7 +143,6 @@ class Rig:
     token: str
     port: int
     env: dict[str, str]
-    server: MesProcess
     mes: MesDb
     sim: Simulator  # the steady simulator: seed SEED, speed SPEED, never killed
     servers: list[MesProcess] = field(default_factory=list)
@@ -151,13 +151,18 @@ class Rig:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/graphql"
 
+    @property
+    def server(self) -> MesProcess:
+        return self.servers[-1]
+
     def start_server(self) -> MesProcess:
+        """`mes serve` on the rig's port (again, after a stop)."""
         n = len(self.servers) + 1
-        self.server = MesProcess(
+        server = MesProcess(
             ["serve", "--port", str(self.port)], self.env, self.root / f"serve-{n}", self.port
         )
-        self.servers.append(self.server)
-        return self.server
+        self.servers.append(server)
+        return server
 
     async def wait_ready(self) -> None:
         await asyncio.to_thread(self.server.wait_for, "/readyz", 60.0)
@@ -177,7 +182,7 @@ async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
         root, "steady-sim", opcua_port=free_port(), modbus_port=free_port(), seed=SEED, speed=SPEED
     )
     mes = MesDb(db_path)
-    rig = Rig(root, token, port, env, None, mes, sim)  # type: ignore[arg-type]
+    rig = Rig(root, token, port, env, mes, sim)
     try:
         rig.start_server()
         sim.start()
@@ -330,9 +335,10 @@ def check_machine(
 ) -> list[MesEvent]:
     """Exact totals, no quarantine, COMM_LOSS edges, and the state intervals.
 
-    `strict`: no state of the machine may be missing (a subscription that resumes its session
-    keeps every change); else states may be missed during a fault or an outage (a poller, or
-    a new session, cannot see what happened meanwhile)."""
+    `strict`: every state of the machine, with its reason, everywhere. Else, within the test's
+    fault windows and the COMM_LOSS outages, states may be missing (what the source does not
+    retain is lost: a poller, a new session, a republish the simulator cannot serve); outside
+    them, still every state. Reasons are always the machine's."""
     code = next(c for c in run.codes if c.startswith(profile.code))
     events = end.events
     for name in COUNTERS:
@@ -347,16 +353,16 @@ def check_machine(
     alarms = check_comm_loss(events, comm_losses, code)
     states = states_of(events)
     check_intervals(states, code)
-    gaps: list[Window] = []
+    loose: list[Window] = []
     if not strict:
-        gaps = [*run.faults, *((a - SLACK, b + SLACK) for a, b in outage_windows(alarms))]
+        loose = [*run.faults, *((a - SLACK, b + SLACK) for a, b in outage_windows(alarms))]
     check_states(
         states,
         model_spans(profile, sim.seed, sim.model_ticks()),
         code,
         speed=sim.speed,
         restarts=restarts,
-        gaps=gaps,
+        loose=loose,
         disturbed=[*run.faults, *outage_windows(alarms)],
     )
     return events
@@ -424,8 +430,8 @@ async def test_simulator_killed_and_restarted(runs: Callable[[str], Run]) -> Non
 
 
 async def test_simulator_paused_five_seconds(runs: Callable[[str], Run], rig: Rig) -> None:
-    """SIGSTOP 5 s, SIGCONT: the hung peer is noticed (COMM_LOSS), then nothing is lost: the
-    OPC UA session resumes with every change, the counters catch up exactly."""
+    """SIGSTOP 5 s, SIGCONT: the hung peer is noticed (COMM_LOSS), nothing happens on the
+    machines while they are frozen, and the counters catch up exactly afterwards."""
     run = runs("PAUSE")
     sim = rig.sim
     run.configure(sim.opcua_port, sim.modbus_port)
@@ -433,29 +439,43 @@ async def test_simulator_paused_five_seconds(runs: Callable[[str], Run], rig: Ri
     origin = await run.origin()
     assert sim.proc is not None
     async with run.fault():
+        frozen = utcnow()
         sim.proc.pause()
         try:
             await asyncio.sleep(5.0)
-            assert all(run.lost(c) for c in run.codes), run.describe()
+            await until(
+                lambda: all(run.lost(c) for c in run.codes), WAIT, "the hang noticed",
+                run.describe,
+            )  # fmt: skip
         finally:
+            thawed = utcnow()
             sim.proc.resume()
         await until(
             lambda: not any(run.lost(c) for c in run.codes), WAIT, "links back", run.describe
         )
     press_end, blender_end = await run.settle(sim)
+    # The press's session resumes and gets the backlog in one batch (several changes, each
+    # reason with its state).
     check_machine(
         run, sim, PRESS, press_end, origin, expected_from(origin, press_end, run.press_code),
-        comm_losses=1,
+        comm_losses=1, strict=False,
     )  # fmt: skip
     check_machine(
         run, sim, BLENDER, blender_end, origin,
         expected_from(origin, blender_end, run.blender_code), comm_losses=1, strict=False,
     )  # fmt: skip
+    # A frozen machine changes nothing: a state stamped while it was stopped is invented (a
+    # DOWN for the lost link, say).
+    calm = (frozen + dt.timedelta(seconds=0.1), thawed - dt.timedelta(seconds=0.1))
+    for end in (press_end, blender_end):
+        invented = [e for e in states_of(end.events) if calm[0] < e.occurred_at < calm[1]]
+        assert invented == [], invented
 
 
 async def test_network_partition(runs: Callable[[str], Run], rig: Rig) -> None:
-    """Both machine links partitioned for 4 s by a proxy (bytes held, no reset): COMM_LOSS
-    after the timeouts, then recovery with exact totals."""
+    """Both machine links partitioned by a proxy (bytes held, no reset) until the bridge has
+    noticed both, then 1 s more (3-5 s in all): COMM_LOSS after the timeouts, then recovery
+    with exact totals."""
     run = runs("PART")
     sim = rig.sim
     opcua = await run.proxy(sim.opcua_port)
@@ -481,7 +501,7 @@ async def test_network_partition(runs: Callable[[str], Run], rig: Rig) -> None:
     press_end, blender_end = await run.settle(sim)
     # States that change during the partition can be lost on both links: Modbus is polled, and
     # the asyncua simulator answers the held Publish requests into the dead connection and
-    # cannot republish them (see the report).
+    # does not republish them (see the report).
     check_machine(
         run, sim, PRESS, press_end, origin, expected_from(origin, press_end, run.press_code),
         comm_losses=1, strict=False,
@@ -532,7 +552,8 @@ async def test_counter_rollover(runs: Callable[[str], Run]) -> None:
     exact (the machine's unwrapped total from the seeded model)."""
     run = runs("ROLL")
     sim = run.simulator("sim", seed=ROLLOVER_SEED, speed=SPEED, rollover=1000)
-    # The bridge first, so that it reads the press before its first wrap.
+    # The bridge starts while the simulator does, so that it reads the press before its
+    # first wrap.
     sim.start()
     run.configure(sim.opcua_port, sim.modbus_port, rollover=1000)
     run.start_bridge()
@@ -663,17 +684,7 @@ async def test_bridge_killed_during_a_send(runs: Callable[[str], Run], rig: Rig)
         # refused by the MES's rules: the batch is answered, one item in `errors`
         ("RULE", {"counter": "good", "increment": -1}, "events.250.increment"),
         # refused by the GraphQL schema (Int is 32 bits): the whole request fails, naming it
-        pytest.param(
-            "SCHEMA",
-            {"counter": "good", "increment": 2**40},
-            "events.250",
-            marks=pytest.mark.xfail(
-                reason="bug: the server masks the variable error as 'Unexpected error' and the "
-                "bridge's pattern expects graphql-core 3.2's wording: the batch is retried "
-                "forever (see the report)",
-                raises=AssertionError,
-            ),
-        ),
+        ("SCHEMA", {"counter": "good", "increment": 2**40}, "events.250"),
     ],
 )
 async def test_one_bad_event_in_a_batch_of_500(
@@ -726,7 +737,11 @@ async def test_one_bad_event_in_a_batch_of_500(
     counters = [e for e in rig.mes.events(code) if e.kind == "COUNTER"]
     assert {e.event_id for e in counters} == good_ids
     assert sum(e.increment or 0 for e in counters) == sum(1 + i % 7 for i in range(500) if i != 250)
-    assert rig.mes.ingest_audits(code)[0]["accepted"] == 499
+    # The 499 went in with the first batch the MES stored (after the bridge took the refused
+    # one out, for a request the schema refused as a whole; events the bridge made meanwhile,
+    # its COMM_LOSS alarm, may ride along).
+    first = rig.mes.ingest_audits(code)[0]["accepted"]
+    assert first == 499 if variant == "RULE" else first >= 499, first
 
 
 async def test_bad_node_and_register_in_the_config(runs: Callable[[str], Run], rig: Rig) -> None:
