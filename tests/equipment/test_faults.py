@@ -79,11 +79,6 @@ pytestmark = [
         bool(os.environ.get("MES_TEST_DATABASE_URL")),
         reason="fault tests run in the SQLite leg only",
     ),
-    # Opt-in until their stability under CI load has been shown: `make test-faults`.
-    pytest.mark.skipif(
-        os.environ.get("MES_FAULT_TESTS") != "1",
-        reason="equipment fault tests are opt-in for now: MES_FAULT_TESTS=1 (make test-faults)",
-    ),
 ]
 
 SEED = 42
