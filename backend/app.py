@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -195,6 +196,27 @@ async def _start_jobs_when_redis_answers(jobs: JobQueue, started: asyncio.Event)
             return
 
 
+class PwaFiles(StaticFiles):
+    """The built PWA. Vite names what is under /assets by content hash: cached for a year;
+    everything else (index.html, sw.js, the manifest) is checked on each load so a new version
+    is seen (the service worker serves the app offline, not the HTTP cache)."""
+
+    def file_response(
+        self, full_path: Any, stat_result: Any, scope: Any, status_code: int = 200
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        immutable = str(scope.get("path", "")).startswith("/assets/")
+        response.headers["cache-control"] = (
+            "public, max-age=31536000, immutable" if immutable else "no-cache"
+        )
+        return response
+
+
+def pwa_files() -> Any:
+    """The PWA's files, gzipped on the way out (the shell is text; slow networks matter)."""
+    return GZipMiddleware(PwaFiles(directory=PWA_DIST, html=True), minimum_size=512)
+
+
 async def pwa_index(_: Request) -> Response:
     index = PWA_DIST / "index.html"
     return FileResponse(index if index.exists() else STATIC / "index.html")
@@ -257,10 +279,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/orders/{number}/batch-record", batch_record, methods=["GET"]),
         Route("/orders/{number}/batch-record.json", batch_record, methods=["GET"]),
     ]
-    if (PWA_DIST / "assets").is_dir():
-        routes.append(Mount("/assets", StaticFiles(directory=PWA_DIST / "assets"), name="assets"))
     if PWA_DIST.is_dir():
-        routes.append(Mount("/", StaticFiles(directory=PWA_DIST, html=True), name="pwa"))
+        routes.append(Mount("/", pwa_files(), name="pwa"))
     else:
         routes.append(Route("/", pwa_index))
     return Starlette(
