@@ -1,6 +1,7 @@
 # Developer and CI entry points. CI runs `.ci/run`, which starts the services and runs `make test`.
 #
 #   make install        .venv with the project (editable) and its test and dev extras
+#   make pwa            the handheld app (pwa/dist): `npm ci` when needed, then `npm run build`
 #   make run            the demo: `mes demo` on the embedded SQLite database
 #   make test           both legs: SQLite (no Redis), then PostgreSQL + Redis
 #   make test-sqlite    the SQLite leg only
@@ -33,13 +34,22 @@ MES_TEST_DATABASE_URL ?= postgresql+asyncpg://$(PG_USER)@$(PG_HOST):$(PG_PORT)/$
 MES_TEST_REDIS_URL ?= redis://$(REDIS_HOST):$(REDIS_PORT)/0
 PYTEST_ARGS ?=
 
+NPM ?= npm
+PWA := pwa
+# `npm ci` again only when the lock (or package.json) changes; the build again only when a
+# source changes. The stamps are make's memory of both.
+PWA_DEPS := $(PWA)/node_modules/.mes-installed
+PWA_BUILT := $(PWA)/dist/.mes-built
+PWA_SOURCES := $(shell find $(PWA)/src $(PWA)/public -type f 2>/dev/null) \
+	$(wildcard $(PWA)/index.html $(PWA)/vite.config.ts $(PWA)/tsconfig*.json)
+
 # $(call pytest,ENV-PREFIX,ARGS,WHAT): pytest, where exit 5 ("no tests collected") is a failure
 # too, so that no run can pass without having run a test.
 pytest = rc=0; $(1) $(BIN)/python -m pytest $(2) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests ($(3)): that is a failure" >&2; fi; \
 	exit $$rc
 
-.PHONY: install run test test-sqlite test-postgres test-faults check-services lint schema bench clean
+.PHONY: install pwa run test test-sqlite test-postgres test-faults check-services lint schema bench clean
 
 install: $(STAMP)
 
@@ -53,16 +63,35 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'
 	@touch $@
 
+# The handheld app, served by `mes serve` at `/` (and driven by the browser tests in tests/pwa).
+pwa: $(PWA_BUILT)
+
+$(PWA_DEPS): $(PWA)/package-lock.json $(PWA)/package.json
+	@command -v $(NPM) >/dev/null 2>&1 || { \
+	  echo "make: $(NPM) not found: building the PWA ($(PWA)/) needs Node.js 20.19+ and npm." >&2; \
+	  exit 1; }
+	@echo "==> npm ci ($(PWA)/)"
+	@cd $(PWA) && $(NPM) ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(PWA_BUILT): $(PWA_DEPS) $(PWA_SOURCES) $(PWA)/package.json
+	@echo "==> npm run build ($(PWA)/ -> $(PWA)/dist)"
+	@cd $(PWA) && $(NPM) run --silent build
+	@touch $@
+
+# Without npm the demo still runs, with a page saying the app is not built.
 run: install
+	@if command -v $(NPM) >/dev/null 2>&1; then $(MAKE) --no-print-directory pwa; \
+	else echo "make: npm not found: the handheld app is not built (needs Node.js 20.19+ and npm)" >&2; fi
 	$(BIN)/mes demo
 
 test: test-sqlite test-postgres
 
-test-sqlite: install
+test-sqlite: install pwa
 	@echo "==> pytest: SQLite leg (embedded database, no Redis)"
 	@$(call pytest,env -u MES_TEST_DATABASE_URL -u MES_TEST_REDIS_URL MES_TEST_DATABASE=sqlite,-q $(PYTEST_ARGS),SQLite leg)
 
-test-postgres: install check-services
+test-postgres: install pwa check-services
 	@echo "==> pytest: PostgreSQL + Redis leg ($(PG_HOST):$(PG_PORT)/$(PG_DB), $(MES_TEST_REDIS_URL))"
 	@$(call pytest,env -u MES_TEST_DATABASE MES_TEST_DATABASE_URL='$(MES_TEST_DATABASE_URL)' MES_TEST_REDIS_URL='$(MES_TEST_REDIS_URL)',-q $(PYTEST_ARGS),PostgreSQL + Redis leg)
 
@@ -111,7 +140,7 @@ schema: install
 test-faults: install
 	@$(call pytest,,tests/equipment/test_faults.py -v $(PYTEST_ARGS),fault tests)
 
-bench: install
+bench: install pwa
 	@$(call pytest,MES_BENCH=1,tests/benchmarks -s $(PYTEST_ARGS),benchmarks)
 
 clean:

@@ -4,6 +4,7 @@ import { createClient, type Client } from "graphql-ws";
 import { token } from "./api";
 
 let client: Client | null = null;
+const onConnect = new Set<() => void>();
 
 function live(): Client {
   client ??= createClient({
@@ -13,17 +14,22 @@ function live(): Client {
     retryAttempts: Infinity,
     shouldRetry: () => true,
     connectionParams: () => ({ authorization: `Bearer ${token.value ?? ""}` }),
+    // Each (re)connection: what changed while there was no socket is read again.
+    on: { connected: () => onConnect.forEach((f) => f()) },
   });
   return client;
 }
 
-/** Runs `onData` for each event; returns the unsubscribe function. */
+/** Runs `onData` for each event, and `onConnected` each time the socket (re)connects, so the
+ * screen reads again what it may have missed; returns the unsubscribe function. */
 export function subscribe<T>(
   query: string,
   variables: Record<string, unknown>,
   onData: (data: T) => void,
+  onConnected?: () => void,
 ): () => void {
-  return live().subscribe<T>(
+  if (onConnected) onConnect.add(onConnected);
+  const stop = live().subscribe<T>(
     { query, variables },
     {
       next: (result) => result.data && onData(result.data as T),
@@ -31,6 +37,10 @@ export function subscribe<T>(
       complete: () => undefined,
     },
   );
+  return () => {
+    if (onConnected) onConnect.delete(onConnected);
+    stop();
+  };
 }
 
 /** After signing out: close the socket (it was opened with the old token). */

@@ -29,10 +29,13 @@ const CHANGED = "subscription DeviationsChanged { deviationChanged { number stat
 /** Reloads `reload` on each `deviationChanged` event and when the network is back. */
 export function useDeviationEvents(onEvent: (number: string) => void): void {
   useEffect(() => {
-    const stop = subscribe<{ deviationChanged: { number: string } }>(CHANGED, {}, (data) =>
-      onEvent(data.deviationChanged.number),
-    );
     const back = () => onEvent("");
+    const stop = subscribe<{ deviationChanged: { number: string } }>(
+      CHANGED,
+      {},
+      (data) => onEvent(data.deviationChanged.number),
+      back,
+    );
     addEventListener("online", back);
     return () => {
       stop();

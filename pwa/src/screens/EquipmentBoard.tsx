@@ -40,7 +40,7 @@ export function EquipmentBoard(_props: { args: string[] }) {
       const machine = data.equipmentStateChanged;
       if (!known.has(machine.code)) return reload();
       setLive((current) => ({ ...current, [machine.code]: { ...machine, changedAt: Date.now() } }));
-    });
+    }, reload);
     addEventListener("online", reload);
     return () => {
       stop();

@@ -14,7 +14,7 @@ export function LotScreen(props: { args: string[] }) {
   useEffect(
     () =>
       subscribe("subscription ($n: String) { lotChanged(number: $n) { number } }", { n: number }, () =>
-        lot.reload(),
+        lot.reload(), () => lot.reload(),
       ),
     [number],
   );

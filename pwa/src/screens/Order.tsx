@@ -66,6 +66,7 @@ export function Order(props: { args: string[] }) {
         "subscription ($n: String) { productionOrderChanged(number: $n) { number } }",
         { n: number },
         () => order.reload(),
+        () => order.reload(),
       ),
     [number],
   );
