@@ -54,22 +54,28 @@ def gz_kb(data: bytes) -> float:
     return len(gzip.compress(data, compresslevel=9)) / 1024
 
 
-def shell_scripts() -> list[Path]:
-    """The JS index.html loads: its module scripts and preloads, and their static imports."""
+def shell_scripts() -> dict[str, bytes]:
+    """The JS index.html loads before the app runs: its inline module scripts (the build puts
+    the entry there), its module scripts and preloads, and their static imports."""
     html = (PWA_DIST / "index.html").read_text()
-    todo = re.findall(r'<script[^>]+src="/([^"]+\.js)"', html)
-    todo += re.findall(r'<link[^>]+rel="modulepreload"[^>]+href="/([^"]+\.js)"', html)
-    seen: list[Path] = []
+    found: dict[str, bytes] = {}
+    todo: list[tuple[str, str]] = []  # (name, code)
+    for i, code in enumerate(re.findall(r"<script type=\"module\">(.*?)</script>", html, re.S)):
+        todo.append((f"index.html inline script {i + 1}", code))
+    files = re.findall(r'<script[^>]+src="/([^"]+\.js)"', html)
+    files += re.findall(r'<link[^>]+rel="modulepreload"[^>]+href="/([^"]+\.js)"', html)
+    todo += [(name, (PWA_DIST / name).read_text()) for name in files]
     while todo:
-        path = (PWA_DIST / todo.pop()).resolve()
-        if path in seen:
+        name, code = todo.pop()
+        if name in found:
             continue
-        seen.append(path)
-        text = path.read_text()
+        found[name] = code.encode()
+        base = Path(name).parent if name.endswith(".js") else Path("assets")
         # Static imports only (`import("./x.js")`, the lazy chunks, are not followed).
-        for name in re.findall(r'(?:\bfrom|\bimport)\s*"\./([^"]+\.js)"', text):
-            todo.append(str((path.parent / name).relative_to(PWA_DIST)))
-    return seen
+        for ref in re.findall(r'(?:\bfrom|\bimport)\s*["`](\.?/[^"`]+\.js)["`]', code):
+            target = ref.lstrip("/") if ref.startswith("/") else str(base / ref[2:])
+            todo.append((target, (PWA_DIST / target).read_text()))
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +105,8 @@ def test_app_shell_js_size() -> None:
     require_browser()
     scripts = shell_scripts()
     assert scripts, "index.html loads no script"
-    assert not [p for p in scripts if CAMERA_CHUNKS.search(p.name)], "camera decoder in the shell"
-    sizes = {p.name: (p.stat().st_size / 1024, gz_kb(p.read_bytes())) for p in scripts}
+    assert not [n for n in scripts if CAMERA_CHUNKS.search(n)], "camera decoder in the shell"
+    sizes = {n: (len(code) / 1024, gz_kb(code)) for n, code in scripts.items()}
     total = sum(gz for _, gz in sizes.values())
     lazy = [p for p in (PWA_DIST / "assets").iterdir() if CAMERA_CHUNKS.search(p.name)]
     report("\n[pwa] app shell JS (what index.html loads; gzip -9):")

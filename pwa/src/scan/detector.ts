@@ -5,6 +5,7 @@
 // `barcode-detector` ponyfill (zxing-cpp compiled to wasm). The wasm is SELF-HOSTED: Vite copies
 // it into dist/assets (the `?url` import below) and the service worker precaches it, so the
 // camera works offline and nothing is fetched from a CDN (the ponyfill's default is jsDelivr).
+import { BarcodeDetector, prepareZXingModule } from "barcode-detector/ponyfill";
 import readerWasmUrl from "zxing-wasm/reader/zxing_reader.wasm?url";
 
 /** What the plant prints: GS1 DataMatrix on lots, Code 128 labels, QR codes. */
@@ -34,7 +35,7 @@ export async function createDetector(): Promise<Detector> {
       return { source: "camera-native", detect: (image) => native.detect(image) };
     }
   }
-  const { BarcodeDetector, prepareZXingModule } = await import("barcode-detector/ponyfill");
+  // The ponyfill's JS is in this (lazy) chunk; its wasm is fetched only here.
   await prepareZXingModule({
     overrides: {
       locateFile: (path: string, prefix: string) => (path.endsWith(".wasm") ? wasmUrl : prefix + path),
