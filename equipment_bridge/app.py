@@ -132,7 +132,9 @@ class Bridge:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Runs until `stop` is set (or the task is cancelled); then shuts down cleanly."""
         cfg = self.config.bridge
-        self.outbox = outbox = await asyncio.to_thread(Outbox, Path(cfg.outbox.path))
+        self.outbox = outbox = await asyncio.to_thread(
+            Outbox, Path(cfg.outbox.path), cfg.outbox.max_events
+        )
         forwarder = self.forwarder = Forwarder(
             outbox, cfg.mes, self.token, client=self._http_client
         )
@@ -190,25 +192,29 @@ class Bridge:
     async def _status(self) -> None:
         while True:
             await asyncio.sleep(STATUS_EVERY_S)
-            if self.outbox is None or self.forwarder is None:
-                continue
-            pending = await asyncio.to_thread(self.outbox.pending_count)
-            stats = self.forwarder.stats
-            links = ", ".join(
-                f"{code} {'up' if p.normalizer.connected else 'DOWN'}"
-                for code, p in self.pipelines.items()
-            )
-            log.info(
-                "status: %d events waiting; sent %d (+%d duplicates), %d quarantined, "
-                "%d failed attempts%s; machines: %s",
-                pending,
-                stats.accepted,
-                stats.duplicates,
-                stats.quarantined,
-                stats.failures,
-                "; SENDING STOPPED: token refused" if self.forwarder.auth_blocked else "",
-                links,
-            )
+            line = await self.status_line()
+            if line:
+                log.info("%s", line)
+
+    async def status_line(self) -> str:
+        """The periodic status: the outbox's fill level and thinning, sending, the links."""
+        if self.outbox is None or self.forwarder is None:
+            return ""
+        capacity = await asyncio.to_thread(self.outbox.capacity)
+        stats = self.forwarder.stats
+        links = ", ".join(
+            f"{code} {'up' if p.normalizer.connected else 'DOWN'}"
+            for code, p in self.pipelines.items()
+        )
+        full = f" (OUTBOX FULL: {', '.join(capacity.full)})" if capacity.full else ""
+        return (
+            f"status: {capacity.events} events waiting (limit {capacity.max_events}), "
+            f"{capacity.thinned} VALUE events thinned{full}; sent {stats.accepted} "
+            f"(+{stats.duplicates} duplicates), {stats.quarantined} quarantined, "
+            f"{stats.failures} failed attempts"
+            f"{'; SENDING STOPPED: token refused' if self.forwarder.auth_blocked else ''}"
+            f"; machines: {links}"
+        )
 
 
 def configure_logging(level: str) -> None:

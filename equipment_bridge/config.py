@@ -71,6 +71,10 @@ class MesConfig(_Model):
 
 class OutboxConfig(_Model):
     path: str = Field(min_length=1)
+    # The capacity limit, in events waiting to be sent. Past it VALUE history is thinned
+    # (STATE, COUNTER and ALARM events are never dropped) and each machine that loses history
+    # gets an ALARM OUTBOX_FULL. Roughly 300 bytes of disk per event (5 million: 1.5 GB).
+    max_events: int = Field(default=5_000_000, gt=0)
 
 
 class BridgeSection(_Model):
@@ -168,15 +172,27 @@ OpcUaSignal = Annotated[
 
 
 class OpcUaSecurity(_Model):
+    """Basic256Sha256 with the bridge's own certificate; never a fallback to security None.
+    The files must exist when the config is loaded (their content is checked at connect)."""
+
     policy: Literal["Basic256Sha256"] = "Basic256Sha256"
     mode: Literal["Sign", "SignAndEncrypt"] = "SignAndEncrypt"
-    # Must equal the URI in the bridge certificate's subjectAltName.
-    app_uri: str | None = None
-    cert: str
-    key: str
-    key_password_env: str | None = None
-    # Without it the server certificate is taken from the endpoint list (trust on first use).
-    server_cert: str | None = None
+    # Must equal the URI in the bridge certificate's subjectAltName; by default, that URI.
+    app_uri: str | None = Field(default=None, min_length=1)
+    cert: str = Field(min_length=1)  # DER or PEM
+    key: str = Field(min_length=1)  # PEM (or DER)
+    key_password_env: str | None = Field(default=None, min_length=1)
+    # The server's certificate, pinned. Without it, the certificate the server lists with its
+    # endpoints is taken as it is each time the bridge connects (only its dates are checked).
+    server_cert: str | None = Field(default=None, min_length=1)
+
+    @field_validator("cert", "key", "server_cert")
+    @classmethod
+    def _exists(cls, path: str | None) -> str | None:
+        if path is not None and not Path(path).is_file():
+            where = "" if Path(path).is_absolute() else f" (relative to {Path.cwd()})"
+            raise ValueError(f"no such file: {path}{where}")
+        return path
 
 
 class OpcUaSubscription(_Model):

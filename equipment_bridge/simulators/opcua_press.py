@@ -1,6 +1,7 @@
 """The tablet press PRESS-01 as an OPC UA server (asyncua).
 
-Endpoint `opc.tcp://127.0.0.1:<port>/mes/sim`, security None, namespace `urn:mes:simulator`
+Endpoint `opc.tcp://127.0.0.1:<port>/mes/sim`, security None (or, with a `PressSecurity`, only
+Basic256Sha256 SignAndEncrypt for trusted client certificates), namespace `urn:mes:simulator`
 (index 2). Object `ns=2;s=PRESS-01` under Objects with read-only variables:
 
 | node id                        | type    | value                                      |
@@ -27,11 +28,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from datetime import UTC, timedelta
+from pathlib import Path
 from typing import Any
 
 from asyncua import ua
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.server import Server
+from cryptography import x509
 
 from equipment_bridge.simulators.model import Alarm, Snapshot
 
@@ -70,11 +76,25 @@ def _write_order(previous: Snapshot, current: Snapshot) -> tuple[str, ...]:
     return (*head, *state, "AlarmCode", "AlarmActive")
 
 
+@dataclass(frozen=True)
+class PressSecurity:
+    """Serve Basic256Sha256 SignAndEncrypt only (no None endpoint) with this certificate and
+    private key (DER or PEM), and accept only clients whose certificate is one of the `.der` /
+    `.pem` files in the `trusted` directory (also checked: validity dates, key usage, and that
+    the client's application URI is the one in its certificate). The server's application URI
+    is taken from its certificate's subjectAltName."""
+
+    certificate: Path
+    private_key: Path
+    trusted: Path
+
+
 class PressServer:
     """The OPC UA server of one press. `start()`, then `publish()` snapshots, then `stop()`."""
 
-    def __init__(self, equipment_code: str) -> None:
+    def __init__(self, equipment_code: str, security: PressSecurity | None = None) -> None:
         self.equipment_code = equipment_code
+        self.security = security
         self.endpoint = ""
         self._server = Server()
         self._ns = 0
@@ -94,7 +114,10 @@ class PressServer:
         await server.init()
         server.set_endpoint(f"opc.tcp://{host}:{port}{ENDPOINT_PATH}")
         server.set_server_name("MES simulator")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self.security is None:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        else:
+            await self._secure(self.security)
         self._ns = await server.register_namespace(NAMESPACE_URI)
         code = self.equipment_code
         press = await server.nodes.objects.add_object(self._nodeid(code), self._name(code))
@@ -112,6 +135,28 @@ class PressServer:
         bound = server.bserver.port if server.bserver is not None else port
         self.endpoint = f"opc.tcp://{host}:{bound}{ENDPOINT_PATH}"
         return self.endpoint
+
+    async def _secure(self, security: PressSecurity) -> None:
+        server = self._server
+        await server.load_certificate(str(security.certificate))
+        await server.load_private_key(str(security.private_key))
+        certificate = server.iserver.certificate
+        assert certificate is not None
+        with contextlib.suppress(x509.ExtensionNotFound):
+            san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+            if uris:
+                await server.set_application_uri(uris[0])
+        server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+        trust_store = TrustStore([security.trusted], [])
+        await trust_store.load()
+        server.set_certificate_validator(
+            CertificateValidator(
+                CertificateValidatorOptions.TRUSTED_VALIDATION
+                | CertificateValidatorOptions.PEER_CLIENT,
+                trust_store,
+            )
+        )
 
     def _nodeid(self, name: str) -> ua.NodeId:
         return ua.NodeId(ua.String(name), ua.Int16(self._ns))

@@ -134,6 +134,19 @@ def test_rules_across_keys() -> None:
     assert "feed the same counter 'good'" in refused(data)
 
 
+def test_the_outbox_limit_is_a_positive_number_of_events() -> None:
+    assert parse_config(base(), {}).bridge.outbox.max_events == 5_000_000
+    data = base()
+    data["bridge"]["outbox"]["max_events"] = "${OUTBOX_MAX:-20000}"
+    assert parse_config(data, {}).bridge.outbox.max_events == 20_000
+    for bad in (0, -1, 2.5, "many"):
+        data["bridge"]["outbox"]["max_events"] = bad
+        assert refused(data).startswith("bridge.outbox.max_events: "), bad
+    data["bridge"]["outbox"]["max_event"] = 10
+    del data["bridge"]["outbox"]["max_events"]
+    assert refused(data) == "bridge.outbox.max_event: unknown key"
+
+
 def test_environment_variables_are_interpolated() -> None:
     data = base()
     data["bridge"]["mes"]["url"] = "${MES_URL:-http://127.0.0.1:8000/graphql}"

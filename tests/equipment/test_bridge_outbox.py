@@ -1,8 +1,10 @@
-"""The bridge's outbox: committed before sending, survives a SIGKILL, quarantine."""
+"""The bridge's outbox: committed before sending, survives a SIGKILL, quarantine, and its
+capacity policy (VALUE history thinned past max_events, nothing else ever dropped)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import signal
 import sqlite3
@@ -14,9 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from equipment_bridge.app import Bridge
 from equipment_bridge.cli import main
+from equipment_bridge.config import parse_config
 from equipment_bridge.events import MachineEvent, Quarantined
-from equipment_bridge.outbox import Outbox, Rejection
+from equipment_bridge.forwarder import Forwarder
+from equipment_bridge.outbox import OUTBOX_FULL, Outbox, Rejection
 
 T0 = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
 
@@ -214,3 +219,201 @@ def test_operators_list_retry_and_discard_quarantined_events(
         assert outbox.quarantined() == []
     finally:
         outbox.close()
+
+
+# ---------------------------------------------------------------- capacity policy
+
+
+def machine_events(batch: int) -> list[MachineEvent]:
+    """One poll's events at T0 + batch seconds: PRESS-01 sends two VALUE signals (3 samples
+    each), a COUNTER, now and then a STATE and an ALARM; BLENDER-01 only counts."""
+    at = T0 + dt.timedelta(seconds=batch)
+
+    def make(eq: str, kind: str, tag: str, fields: dict[str, object]) -> MachineEvent:
+        return MachineEvent(f"{eq}-{kind}-{tag}-{batch}", eq, kind, at, fields)
+
+    events = [
+        make("PRESS-01", "VALUE", f"{name}{i}", {"name": name, "value": batch + i / 3})
+        for i in range(3)
+        for name in ("temperature", "pressure")
+    ]
+    events.append(make("PRESS-01", "COUNTER", "good", {"counter": "good", "increment": 1}))
+    events.append(make("BLENDER-01", "COUNTER", "good", {"counter": "good", "increment": 2}))
+    if batch % 5 == 0:
+        events.append(
+            make("PRESS-01", "STATE", "s", {"state": "RUNNING" if batch % 10 else "DOWN"})
+        )
+    if batch % 10 == 0:
+        events.append(make("BLENDER-01", "ALARM", "a", {"alarmCode": "JAM", "alarmActive": True}))
+    return events
+
+
+def outbox_full(bodies: list[dict[str, object]]) -> list[tuple[object, object]]:
+    return [
+        (b["equipmentCode"], b["alarmActive"]) for b in bodies if b.get("alarmCode") == OUTBOX_FULL
+    ]
+
+
+def drain(outbox: Outbox, until: int = 0) -> list[dict[str, object]]:
+    """Sends (deletes) the oldest events, 20 at a time, as the forwarder does, until at most
+    `until` are left; returns what was sent."""
+    sent: list[dict[str, object]] = []
+    while (waiting := outbox.pending_count()) > until:
+        batch = outbox.peek(min(20, waiting - until))
+        outbox.settle([p.seq for p in batch], [])
+        sent += [p.body for p in batch]
+    return sent
+
+
+def test_past_its_limit_only_value_history_is_thinned_evenly_and_alarmed_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.sqlite"
+    appended: list[MachineEvent] = []
+    outbox = Outbox(path, max_events=500)
+    try:
+        for batch in range(80):
+            appended += machine_events(batch)
+            outbox.append(machine_events(batch))
+        raised = outbox.capacity()
+        assert raised.full == ("PRESS-01",)
+    finally:
+        outbox.close()
+    # The policy's state survives a restart: the alarm is not raised again.
+    outbox = Outbox(path, max_events=500)
+    try:
+        reopened = outbox.capacity()
+        assert (reopened.thinned, reopened.thinned_total) == (0, raised.thinned)
+        assert reopened.full == ("PRESS-01",)
+        for batch in range(80, 150):
+            appended += machine_events(batch)
+            outbox.append(machine_events(batch))
+        capacity = outbox.capacity()
+        stored = outbox.peek(10_000)
+    finally:
+        outbox.close()
+
+    values = [e for e in appended if e.kind == "VALUE"]
+    others = [e for e in appended if e.kind != "VALUE"]
+    assert (len(values), len(others)) == (900, 345)
+    # Never over the limit by more than the alarm, and never far under it (thinned in steps).
+    assert capacity.max_events == 500
+    assert 490 <= capacity.events == len(stored) <= 501
+    ids = [p.event_id for p in stored]
+    # Every STATE, COUNTER and ALARM event is kept; the order of what is kept is unchanged.
+    assert {e.event_id for e in others} <= set(ids)
+    order = {e.event_id: i for i, e in enumerate(appended)}
+    kept = [i for i in ids if i in order]
+    assert kept == sorted(kept, key=order.__getitem__)
+    kept_values = [p.body for p in stored if p.body["kind"] == "VALUE"]
+    assert capacity.thinned + reopened.thinned_total == len(values) - len(kept_values)
+    # Spread over the whole outage, not cut at one end: every tenth of it keeps samples of
+    # both signals, and the very first sample of each signal is still there.
+    for name in ("temperature", "pressure"):
+        seconds = {
+            int(dt.datetime.fromisoformat(str(b["occurredAt"])).timestamp() - T0.timestamp())
+            for b in kept_values
+            if b["name"] == name
+        }
+        assert 0 in seconds
+        assert {s * 10 // 150 for s in seconds} == set(range(10)), sorted(seconds)
+    # One OUTBOX_FULL for the machine that lost history; none for BLENDER-01 (nothing lost).
+    (alarm,) = [p.body for p in stored if p.body.get("alarmCode") == OUTBOX_FULL]
+    assert alarm["equipmentCode"] == "PRESS-01"
+    assert alarm["kind"] == "ALARM"
+    assert alarm["alarmActive"] is True
+    assert "VALUE history thinned" in str(alarm["message"])
+
+    # The MES is back: the outbox drains; the alarm clears once, at 90 % of the limit.
+    outbox = Outbox(path, max_events=500)
+    try:
+        sent = drain(outbox, until=451)
+        assert outbox.capacity().full == ("PRESS-01",)
+        sent += drain(outbox, until=450)
+        assert outbox.capacity().full == ()
+        sent += drain(outbox)
+        for batch in range(150, 160):
+            outbox.append(machine_events(batch))
+        sent += drain(outbox)
+        assert outbox.capacity().thinned == 0
+    finally:
+        outbox.close()
+    assert outbox_full(sent) == [("PRESS-01", True), ("PRESS-01", False)]
+
+
+def test_state_counter_and_alarm_events_are_kept_over_the_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox = Outbox(tmp_path / "o.sqlite", max_events=20)
+    try:
+        with caplog.at_level(logging.ERROR, logger="equipment_bridge.outbox"):
+            for n in range(1, 31):
+                outbox.append([MachineEvent(f"c-{n}", "BLENDER-01", "COUNTER", T0, {"n": n})])
+        stored = outbox.peek(100)
+        assert [p.event_id for p in stored if p.body["kind"] == "COUNTER"] == [
+            f"c-{n}" for n in range(1, 31)
+        ]
+        assert outbox_full([p.body for p in stored]) == [("BLENDER-01", True)]
+        assert outbox.capacity().thinned == 0
+        (error,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert "no VALUE history left to thin" in error.getMessage()
+        sent = drain(outbox)
+        assert outbox_full(sent + drain(outbox)) == [("BLENDER-01", True), ("BLENDER-01", False)]
+    finally:
+        outbox.close()
+
+
+def test_the_fill_level_follows_changes_made_by_another_connection(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    bridge = Outbox(path, max_events=10)
+    operator = Outbox(path)  # an operator command: no capacity policy of its own
+    try:
+        operator.append([event(n, "VALUE") for n in range(1, 9)])
+        assert bridge.capacity().events == 8
+        bridge.append([event(n, "VALUE") for n in range(9, 12)])
+        # 11 > 10: down to 9 (one step under the limit) by thinning the oldest VALUE events,
+        # keeping every other one; then the alarm is queued.
+        assert bridge.event_ids() == [f"id-{n}" for n in (1, 3, 5, 6, 7, 8, 9, 10, 11)] + [
+            bridge.peek(10)[-1].event_id
+        ]
+        assert bridge.peek(10)[-1].body["alarmCode"] == OUTBOX_FULL
+        assert bridge.capacity().events == 10
+        assert operator.capacity().full == ("PRESS-01",)
+    finally:
+        operator.close()
+        bridge.close()
+
+
+async def test_the_status_line_reports_the_limit_and_the_thinning(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "bridge": {
+                "id": "t",
+                "outbox": {"path": str(tmp_path / "o.sqlite"), "max_events": 10},
+                "mes": {"url": "http://127.0.0.1:9/graphql", "token_env": "T"},
+            },
+            "equipment": [
+                {
+                    "code": "PRESS-01",
+                    "protocol": "modbus_tcp",
+                    "host": "127.0.0.1",
+                    "signals": {"t": {"kind": "VALUE", "address": 0}},
+                }
+            ],
+        },
+        {},
+    )
+    bridge = Bridge(config, "token")
+    assert await bridge.status_line() == ""
+    outbox = bridge.outbox = Outbox(config.bridge.outbox.path, config.bridge.outbox.max_events)
+    bridge.forwarder = Forwarder(outbox, config.bridge.mes, "token")
+    try:
+        outbox.append([event(n, "VALUE") for n in range(1, 16)])
+        line = await bridge.status_line()
+    finally:
+        await bridge.forwarder.aclose()
+        outbox.close()
+    assert line.startswith(
+        "status: 10 events waiting (limit 10), 6 VALUE events thinned (OUTBOX FULL: PRESS-01); "
+        "sent 0 (+0 duplicates), 0 quarantined, 0 failed attempts; machines: "
+    )
