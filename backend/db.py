@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal, InvalidOperation
@@ -11,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Enum, MetaData, Numeric, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlalchemy.util import await_
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -151,15 +154,36 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(connection: Any, statement: str) -> None:
+    # Straight to aiosqlite's worker thread in one round trip (execute and drop the cursor
+    # there): `exec_driver_sql` takes three (open a cursor, execute, close it), and every
+    # transaction begins here. Errors are raised as SQLAlchemy's, as `exec_driver_sql` does.
+    driver = connection.connection.driver_connection
+    try:
+        await_(driver.execute_fetchall(statement))
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(statement, None, error, sqlite3.Error) from error
+
+
 def _sqlite_begin_immediate(connection: Any) -> None:
     # A writer takes the write lock up front. A deferred transaction that reads and then
     # writes fails at once with SQLITE_BUSY when another writer got in between; an
     # immediate one waits (busy_timeout) and then sees the other's commit.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    _sqlite_begin(connection, "BEGIN IMMEDIATE")
 
 
 def _sqlite_begin_deferred(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN")
+    _sqlite_begin(connection, "BEGIN")
+
+
+def _sqlite_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+    # The pool's reset on return (the engines are made with pool_reset_on_return=None), as a
+    # ROLLBACK only when a transaction is still open. Sessions end theirs (COMMIT or ROLLBACK)
+    # before they give the connection back, so the pool's own unconditional ROLLBACK was one
+    # more round trip to the worker thread per session, for nothing.
+    driver = record.driver_connection
+    if state.asyncio_safe and driver is not None and driver.in_transaction:
+        dbapi_connection.rollback()
 
 
 class Database:
@@ -174,14 +198,15 @@ class Database:
         self.url = url
         self.dialect_name = url.split(":", 1)[0].split("+", 1)[0]
         if self.dialect_name == "sqlite":
-            self.engine = create_async_engine(url, echo=echo)
-            self.read_engine = create_async_engine(url, echo=echo)
+            self.engine = create_async_engine(url, echo=echo, pool_reset_on_return=None)
+            self.read_engine = create_async_engine(url, echo=echo, pool_reset_on_return=None)
             for engine, begin in (
                 (self.engine, _sqlite_begin_immediate),
                 (self.read_engine, _sqlite_begin_deferred),
             ):
                 event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
                 event.listen(engine.sync_engine, "begin", begin)
+                event.listen(engine.sync_engine.pool, "reset", _sqlite_reset)
         else:
             self.engine = create_async_engine(
                 url,

@@ -298,6 +298,28 @@ def request_of(input: Any) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """A stored outcome as plain data (read while its session is open)."""
+
+    operation: str
+    request_hash: str
+    succeeded: bool
+    outcome: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: MutationOutcome) -> _Stored:
+        return cls(row.operation, row.request_hash, row.succeeded, row.outcome)
+
+
+class _Replayed(Exception):
+    """Ends (rolls back) the write transaction of a call whose id already has an outcome."""
+
+    def __init__(self, stored: _Stored) -> None:
+        super().__init__(stored.operation)
+        self.stored = stored
+
+
 async def run_replayable(
     info: Info,
     payload: Callable[..., P],
@@ -337,7 +359,7 @@ async def run_replayable(
     db = info.context.db
     digest = replay_service.request_hash(name, replay.request)
 
-    async def answer(stored: MutationOutcome) -> P:
+    async def answer(stored: _Stored) -> P:
         if stored.request_hash != digest or stored.operation != name:
             return payload(
                 errors=[
@@ -357,14 +379,18 @@ async def run_replayable(
             ]
         )
 
-    async def stored_outcome() -> MutationOutcome | None:
+    async def stored_outcome() -> _Stored | None:
         async with db.read() as session:
-            return await replay_service.find(session, principal.key, cmid)
+            row = await replay_service.find(session, principal.key, cmid)
+            return None if row is None else _Stored.of(row)
 
-    if (earlier := await stored_outcome()) is not None:
-        return await answer(earlier)
     try:
         async with transaction(db, principal, info.context.services.broadcast) as uow:
+            # Looked up in the write transaction itself: one session a call instead of two,
+            # and on SQLite (BEGIN IMMEDIATE) no other writer can store this id in between.
+            row = await replay_service.find(uow.session, principal.key, cmid)
+            if row is not None:
+                raise _Replayed(_Stored.of(row))
             refs = await work(uow)
             replay_service.store(
                 uow.session,
@@ -405,6 +431,9 @@ async def run_replayable(
                 return await answer(earlier)
             raise
         return payload(errors=errors)
+    except _Replayed as replayed:
+        # Rolled back: the transaction wrote nothing.
+        return await answer(replayed.stored)
     except IntegrityError:
         # The same id sent twice at once: the other call's outcome stands.
         if (earlier := await stored_outcome()) is not None:

@@ -99,19 +99,31 @@ async def receive(
         problems.invalid("expiresAt", "this lot has already expired; do not receive it")
     problems.raise_if_any()
     session = uow.session
-    material = await session.scalar(select(Material).where(Material.code == material_code))
-    if material is None:
+    # One statement for what a receipt checks (the offline outbox sends them by the hundred):
+    # the material, whether its lots are inspected on arrival, whether the number is taken.
+    row = (
+        await session.execute(
+            select(
+                Material,
+                select(Characteristic.id)
+                .where(Characteristic.material_id == Material.id)
+                .exists()
+                .label("inspected"),
+                select(Lot.id).where(Lot.number == number).exists().label("taken"),
+            ).where(Material.code == material_code)
+        )
+    ).first()
+    if row is None:
         raise DomainError.one(ErrorCode.NOT_FOUND, f"no material {material_code!r}", "materialCode")
-    await _unique_number(session, number, "number")
-    inspected = await session.scalar(
-        select(Characteristic.id).where(Characteristic.material_id == material.id).limit(1)
-    )
+    material, inspected, taken = row
+    if taken:
+        raise DomainError.one(ErrorCode.CONFLICT, f"lot {number} already exists", "number")
     lot = Lot(
         number=number,
         material_id=material.id,
         quantity=quantity,
         initial_quantity=quantity,
-        status=LotStatus.QUARANTINE if inspected is not None else LotStatus.AVAILABLE,
+        status=LotStatus.QUARANTINE if inspected else LotStatus.AVAILABLE,
         expires_at=expires_at or _default_expiry(material, now),
         supplier_lot=supplier_lot,
         created_by=uow.actor.name,

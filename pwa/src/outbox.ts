@@ -34,7 +34,7 @@ export const OPERATIONS = {
 export type OpKind = keyof typeof OPERATIONS;
 
 /** At most this many actions a request (the API allows 50 aliases). */
-export const BATCH = 25;
+export const BATCH = 50;
 const RETRY_MIN_MS = 1_000;
 const RETRY_MAX_MS = 60_000;
 const TIMER_MS = 30_000;
