@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -12,21 +13,30 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from backend.auth import policy
 from backend.auth import service as auth_service
+from backend.compiled.metrics import METRICS
 from backend.db import Database
 from backend.events import create_broadcast
 from backend.gql import Context, Services
@@ -50,8 +60,43 @@ def _bearer(value: object) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def _dumps(data: object) -> bytes:
+    try:
+        return orjson.dumps(data)
+    except TypeError:  # what orjson refuses (an integer beyond 64 bits, say): as before
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
 class MesGraphQL(GraphQL[Context, None]):
-    """Strawberry's ASGI view with our context: the services and the signed-in principal."""
+    """Strawberry's ASGI view with our context: the services and the signed-in principal.
+
+    JSON goes through orjson both ways: a compiled read's data (an `orjson.Fragment` of
+    PostgreSQL's bytes, backend/compiled) is written into the response as it is. Responses
+    are compact, with non-ASCII text as UTF-8 (not \\u-escaped), as PostgreSQL prints it.
+    """
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:  # what orjson refuses (NaN, huge integers): as before
+            return json.loads(data)
+
+    def encode_json(self, data: object) -> str:
+        # WebSocket messages must be text frames: str here; HTTP bodies use `_dumps` directly.
+        return _dumps(data).decode()
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        response = Response(_dumps(response_data), media_type="application/json")
+        response.headers.raw.extend(sub_response.headers.raw)
+        if sub_response.background:
+            response.background = sub_response.background
+        if sub_response.status_code:
+            response.status_code = sub_response.status_code
+        return response
 
     async def _principal(self, services: Services, token: str | None) -> Principal | None:
         if token is None:
@@ -82,6 +127,12 @@ class MesGraphQL(GraphQL[Context, None]):
 
 async def healthz(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
+
+
+async def metrics(_: Request) -> Response:
+    """Prometheus text: GraphQL reads by the path that served them, compiled-read fallbacks
+    by reason (backend/compiled)."""
+    return PlainTextResponse(METRICS.render(), media_type="text/plain; version=0.0.4")
 
 
 async def readyz(request: Request) -> Response:
@@ -235,7 +286,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Large GraphQL responses allocate many small objects; the default thresholds make
         # the collector run so often that it halves throughput under concurrency.
         gc.set_threshold(100_000, 50, 100)
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         broadcast = create_broadcast(settings.redis_url, settings.event_channel_prefix)
         jobs = create_job_queue(
             settings.redis_url,
@@ -276,6 +327,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/graphql", view),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics),
         Route("/orders/{number}/batch-record", batch_record, methods=["GET"]),
         Route("/orders/{number}/batch-record.json", batch_record, methods=["GET"]),
     ]

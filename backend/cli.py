@@ -183,7 +183,7 @@ def cmd_create_user(args: argparse.Namespace) -> None:
     _require_migrated(settings.database_url)
 
     async def run() -> None:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         try:
             async with transaction(db, SYSTEM) as uow:
                 user = await service.create_user(
@@ -217,7 +217,7 @@ def cmd_create_token(args: argparse.Namespace) -> None:
     _require_migrated(settings.database_url)
 
     async def run() -> None:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         try:
             async with transaction(db, SYSTEM) as uow:
                 _, token = await service.create_api_token(
@@ -242,7 +242,7 @@ def cmd_revoke_token(args: argparse.Namespace) -> None:
     _require_migrated(settings.database_url)
 
     async def run() -> None:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         try:
             async with transaction(db, SYSTEM) as uow:
                 row = await service.revoke_api_token(uow, args.name)
@@ -263,7 +263,7 @@ def cmd_list_tokens(args: argparse.Namespace) -> None:
     _require_migrated(settings.database_url)
 
     async def run() -> None:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         try:
             async with db.read() as session:
                 for row in await service.list_api_tokens(session):
@@ -354,7 +354,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     upgrade(settings.database_url)
 
     async def run_seed() -> tuple[list[tuple[str, str, str]], list[DemoCode], DemoQuality]:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         try:
             users = await seed(db, settings)
             codes = await demo_codes(db)
@@ -413,7 +413,7 @@ def _start_demo_equipment(settings: Any, args: argparse.Namespace) -> list[subpr
     from equipment_bridge.config import DEMO_CONFIG
 
     async def make_token() -> str:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         try:
             async with transaction(db, SYSTEM) as uow:
                 _, token = await service.create_api_token(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -139,7 +140,7 @@ def to_quantity(value: Decimal | int | str) -> Decimal:
     return exact
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_on_connect(synchronous: str, dbapi_connection: Any, _record: Any) -> None:
     # Autocommit at the driver level so that SQLAlchemy's "begin" event decides how a
     # transaction starts (see _sqlite_begin_immediate).
     dbapi_connection.isolation_level = None
@@ -148,7 +149,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         "foreign_keys=ON",
         "journal_mode=WAL",
         "busy_timeout=15000",
-        "synchronous=NORMAL",
+        f"synchronous={synchronous}",
     ):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
@@ -194,7 +195,7 @@ class Database:
     On SQLite, writes go through their own engine whose transactions begin IMMEDIATE.
     """
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, sqlite_synchronous: str = "FULL") -> None:
         self.url = url
         self.dialect_name = url.split(":", 1)[0].split("+", 1)[0]
         if self.dialect_name == "sqlite":
@@ -204,7 +205,13 @@ class Database:
                 (self.engine, _sqlite_begin_immediate),
                 (self.read_engine, _sqlite_begin_deferred),
             ):
-                event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+                if sqlite_synchronous not in ("FULL", "NORMAL"):
+                    raise ValueError(f"sqlite_synchronous: {sqlite_synchronous!r}")
+                event.listen(
+                    engine.sync_engine,
+                    "connect",
+                    functools.partial(_sqlite_on_connect, sqlite_synchronous),
+                )
                 event.listen(engine.sync_engine, "begin", begin)
                 event.listen(engine.sync_engine.pool, "reset", _sqlite_reset)
         else:
@@ -254,6 +261,6 @@ def migration_engine(url: str) -> AsyncEngine:
     """An engine for Alembic: no pool, SQLite pragmas applied."""
     engine = create_async_engine(url, poolclass=NullPool, connect_args=_connect_args(url))
     if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_on_connect, "FULL"))
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
     return engine

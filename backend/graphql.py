@@ -13,6 +13,8 @@ from strawberry.schema.config import StrawberryConfig
 from backend.audit.schema import AuditQuery
 from backend.auth.schema import AuthMutation, AuthQuery
 from backend.catalog.schema import CatalogMutation, CatalogQuery
+from backend.compiled import default_registry
+from backend.compiled.extension import CompiledReads, CompiledReadsState
 from backend.equipment.schema import EquipmentMutation, EquipmentSubscription
 from backend.gql import AccessControl, Info, Node, resolve_node
 from backend.limits import limit_extensions
@@ -61,13 +63,17 @@ def _should_mask(error: Exception) -> bool:
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or get_settings()
-    return strawberry.Schema(
+    # The compiled path's plan cache lives as long as the schema; each request gets its own
+    # extension object sharing it. After AccessControl: role checks first, as for resolvers.
+    compiled = CompiledReadsState(default_registry())
+    schema = strawberry.Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=[
             *limit_extensions(settings),
             AccessControl,
+            lambda: CompiledReads(compiled),
             lambda: MaskErrors(
                 should_mask_error=_should_mask,
                 error_message="Unexpected error: it has been logged.",
@@ -75,6 +81,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         ],
         config=StrawberryConfig(disable_field_suggestions=False),
     )
+    compiled.bound(schema)  # a mapping that does not fit the schema fails here, at startup
+    return schema
 
 
 @lru_cache

@@ -411,7 +411,7 @@ async def _worker_startup(ctx: dict[Any, Any]) -> None:
     settings = get_settings()
     if not settings.redis_url:
         raise ConfigurationError(_NO_REDIS)
-    ctx["db"] = Database(settings.database_url)
+    ctx["db"] = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     ctx["broadcast"] = create_broadcast(settings.redis_url, settings.event_channel_prefix)
 
 

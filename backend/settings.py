@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +16,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MES_", env_file=".env", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///./mes.db"
+    # SQLite only: FULL puts every committed transaction on disk before it is answered (it
+    # survives a power cut); NORMAL is faster and survives a crash of the process only.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     redis_url: str | None = None
     secret_key: SecretStr | None = None
 
@@ -34,6 +38,9 @@ class Settings(BaseSettings):
     max_page_size: int = 500
     max_body_bytes: int = 1024 * 1024
     graphiql: bool = True
+    # Reads whose every field is declared compilable are answered by one SQL statement on
+    # PostgreSQL (backend/compiled); off: every query runs through the resolvers.
+    compiled_reads: bool = True
 
     # Shop floor
     # Characters a keyboard-wedge scanner types in place of the GS separator (0x1D) that it

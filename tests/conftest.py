@@ -22,6 +22,11 @@ from backend.migrate import upgrade
 from backend.principal import Role
 from backend.settings import Settings
 
+# The product's SQLite default is synchronous=FULL (an answered change survives a power cut);
+# the suite's throwaway databases need not, and every commit's fsync would slow it down. Servers
+# the tests start as processes inherit this. tests/test_db_durability.py checks the default.
+os.environ.setdefault("MES_SQLITE_SYNCHRONOUS", "NORMAL")
+
 PG_URL = os.environ.get("MES_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("MES_TEST_REDIS_URL")
 ON_POSTGRES = bool(PG_URL)
@@ -75,7 +80,7 @@ def settings(database_url: str) -> Settings:
 
 @pytest.fixture(scope="session")
 async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     yield database
     await database.dispose()
 

@@ -2,7 +2,8 @@
 
 Chromium plays it as the camera with
 ``--use-fake-ui-for-media-stream --use-fake-device-for-media-stream
---use-file-for-fake-video-capture=<absolute path>.y4m`` (one clip per browser launch; the clip loops).
+--use-file-for-fake-video-capture=<absolute path>.y4m`` (one clip per browser launch; the clip
+loops).
 
 Needs the pure-Python ``pystrich`` package (pip install pystrich; 0.20 checked) for the Data Matrix
 symbol; the clip itself is written here, no ffmpeg or Pillow needed.

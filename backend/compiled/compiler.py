@@ -1,0 +1,450 @@
+"""A validated query document -> one PostgreSQL statement that prints the response's `data`.
+
+The statement is built set-wise: each root list is a MATERIALIZED CTE (one keyset page), each
+to-one relation a LEFT JOIN, each to-many relation one CTE that aggregates the children of all
+parents at once (`GROUP BY fk`, `array_agg(... ORDER BY <resolver order>, id)`). Objects are
+sub-select records and lists `array_to_json(array_agg(...))`: PostgreSQL prints both as
+compact JSON, byte for byte what orjson prints for the resolvers' answer. Scalars are printed
+as Strawberry serialises them (Decimal via `::text`, DateTime as `isoformat()`, ids and
+cursors base64 as `to_global_id` / `encode_cursor`).
+
+Values never appear in the SQL: every argument is a parameter, so one shape is one prepared
+statement whatever its arguments. Anything the compiler does not know exactly raises
+`NotCompilable`; the document then runs through the resolvers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import (
+    BooleanValueNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLSchema,
+    InlineFragmentNode,
+    NamedTypeNode,
+    OperationDefinitionNode,
+    SelectionNode,
+    SelectionSetNode,
+    VariableNode,
+    is_abstract_type,
+)
+
+from backend.compiled.registry import Bound, BoundField, BoundRoot, BoundTable
+
+MAX_IDENTIFIER = 63  # PostgreSQL truncates longer column names: such an alias is refused
+
+
+class NotCompilable(Exception):
+    """The document (or this request of it) runs through the resolvers; the message says why."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RootSelection:
+    key: str  # response key
+    root: BoundRoot | None  # None: `__typename`
+    nodes: tuple[FieldNode, ...]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One statement parameter: the root it belongs to and which of its values."""
+
+    root: str  # response key
+    name: str  # "size", "after", "previous" or a GraphQL argument name
+
+
+@dataclass
+class Statement:
+    sql: str
+    slots: list[Slot]
+
+
+def directive_variables(
+    operation: OperationDefinitionNode, fragments: dict[str, FragmentDefinitionNode]
+) -> tuple[str, ...]:
+    """Variables used by @skip/@include anywhere in the operation (a plan per combination)."""
+    found: list[str] = []
+
+    def walk(selection_set: SelectionSetNode | None, seen: set[str]) -> None:
+        if selection_set is None:
+            return
+        for selection in selection_set.selections:
+            for directive in selection.directives or ():
+                for argument in directive.arguments or ():
+                    if isinstance(argument.value, VariableNode):
+                        name = argument.value.name.value
+                        if name not in found:
+                            found.append(name)
+            if isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                if name not in seen and name in fragments:
+                    seen.add(name)
+                    walk(fragments[name].selection_set, seen)
+            else:
+                walk(getattr(selection, "selection_set", None), seen)
+
+    walk(operation.selection_set, set())
+    return tuple(found)
+
+
+class Compiler:
+    """Compiles one operation for one combination of directive variables."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        bound: Bound,
+        fragments: dict[str, FragmentDefinitionNode],
+        variables: dict[str, Any],
+    ) -> None:
+        self.schema = schema
+        self.bound = bound
+        self.fragments = fragments
+        self.variables = variables
+
+    # ------------------------------------------------------------------ selection
+
+    def _included(self, selection: SelectionNode) -> bool:
+        for directive in selection.directives or ():
+            name = directive.name.value
+            if name not in ("skip", "include"):
+                raise NotCompilable("directive", f"@{name}")
+            argument = next((a for a in directive.arguments or () if a.name.value == "if"), None)
+            if argument is None:
+                raise NotCompilable("directive", f"@{name} without if")
+            value: Any
+            if isinstance(argument.value, BooleanValueNode):
+                value = argument.value.value
+            elif isinstance(argument.value, VariableNode):
+                value = self.variables.get(argument.value.name.value)
+                if not isinstance(value, bool):
+                    raise NotCompilable("variables", f"@{name} on a non-boolean value")
+            else:
+                raise NotCompilable("directive", f"@{name} argument")
+            if (name == "skip" and value) or (name == "include" and not value):
+                return False
+        return True
+
+    def _applies(self, condition: NamedTypeNode | None, type_name: str) -> bool:
+        if condition is None or condition.name.value == type_name:
+            return True
+        named = self.schema.get_type(condition.name.value)
+        if named is not None and is_abstract_type(named):
+            raise NotCompilable("abstract_type", condition.name.value)
+        return False
+
+    def collect(
+        self, type_name: str, selection_sets: list[SelectionSetNode]
+    ) -> dict[str, list[FieldNode]]:
+        """graphql-core's field collection on one concrete object type, in first-seen order."""
+        fields: dict[str, list[FieldNode]] = {}
+        visited: set[str] = set()
+
+        def walk(selection_set: SelectionSetNode) -> None:
+            for selection in selection_set.selections:
+                if isinstance(selection, FieldNode):
+                    if not self._included(selection):
+                        continue
+                    key = selection.alias.value if selection.alias else selection.name.value
+                    fields.setdefault(key, []).append(selection)
+                elif isinstance(selection, InlineFragmentNode):
+                    if not self._included(selection):
+                        continue
+                    if self._applies(selection.type_condition, type_name):
+                        walk(selection.selection_set)
+                elif isinstance(selection, FragmentSpreadNode):
+                    name = selection.name.value
+                    if name in visited or not self._included(selection):
+                        continue
+                    visited.add(name)
+                    fragment = self.fragments.get(name)
+                    if fragment is not None and self._applies(fragment.type_condition, type_name):
+                        walk(fragment.selection_set)
+
+        for selection_set in selection_sets:
+            walk(selection_set)
+        return fields
+
+    def roots(self, operation: OperationDefinitionNode) -> list[RootSelection]:
+        if operation.operation.value != "query":
+            raise NotCompilable("not_a_query", operation.operation.value)
+        selected = self.collect(self.bound.query_type, [operation.selection_set])
+        roots: list[RootSelection] = []
+        for key, nodes in selected.items():
+            name = nodes[0].name.value
+            if name == "__typename":
+                roots.append(RootSelection(key, None, tuple(nodes)))
+                continue
+            if name.startswith("__"):
+                raise NotCompilable("introspection", name)
+            root = self.bound.roots.get(name)
+            if root is None:
+                raise NotCompilable("unmapped_field", f"Query.{name}")
+            roots.append(RootSelection(key, root, tuple(nodes)))
+        return roots
+
+
+def _key(key: str) -> str:
+    if len(key.encode()) > MAX_IDENTIFIER:
+        raise NotCompilable("long_alias", key)
+    return f'"{key}"'
+
+
+def _literal(text: str) -> str:
+    # Type names only (never a client's value): [_A-Za-z][_0-9A-Za-z]*, maybe with a ":".
+    assert text.replace("_", "").replace(":", "").isalnum(), text
+    return f"'{text}'::text"
+
+
+def _base64_id(prefix: str, expr: str) -> str:
+    """urlsafe base64 of "<prefix>:<key>", "=" stripped: `to_global_id` / `encode_cursor`."""
+    encoded = f"encode(convert_to({_literal(prefix + ':')} || {expr}, 'UTF8'), 'base64')"
+    return f"rtrim(translate({encoded}, '+/' || chr(10), '-_'), '=')"
+
+
+def _print(printer: str, expr: str) -> str:
+    if printer == "decimal":
+        return f"({expr})::text"
+    if printer == "datetime":
+        # isoformat() of an aware UTC datetime: microseconds only when not zero.
+        utc = f"({expr} AT TIME ZONE 'UTC')"
+        return (
+            f"(to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN "
+            f"date_trunc('second', {expr}) = {expr} THEN '' ELSE to_char({utc}, '.US') END "
+            f"|| '+00:00')"
+        )
+    return expr
+
+
+@dataclass
+class _Scope:
+    alias: str
+    table: BoundTable
+    keys_sql: str  # a subquery giving (a superset of) this scope's row ids
+    joins: list[str] = field(default_factory=list)
+
+
+class StatementBuilder:
+    """Builds the statement of one operation for one set of present arguments."""
+
+    def __init__(self, compiler: Compiler, roots: list[RootSelection]) -> None:
+        self.compiler = compiler
+        self.bound = compiler.bound
+        self.roots = roots
+        self.ctes: list[str] = []
+        self.slots: list[Slot] = []
+        self.count = 0
+
+    def _alias(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def _param(self, slot: Slot, cast: str) -> str:
+        if slot not in self.slots:
+            self.slots.append(slot)
+        return f"${self.slots.index(slot) + 1}::{cast}"
+
+    def build(self, present: dict[str, frozenset[str]]) -> Statement:
+        """`present`: per root response key, the filters (and `after`) given a value."""
+        columns: list[str] = []
+        for selection in self.roots:
+            if selection.root is None:
+                expr = _literal(self.bound.query_type)
+            elif selection.root.kind == "connection":
+                expr = self._connection(selection, present[selection.key])
+            else:
+                expr = self._lookup(selection)
+            columns.append(f"{expr} AS {_key(selection.key)}")
+        body = f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
+        with_ = f"WITH {', '.join(self.ctes)} " if self.ctes else ""
+        return Statement(f"{with_}SELECT convert_to(row_to_json({body})::text, 'UTF8')", self.slots)
+
+    # ------------------------------------------------------------------ roots
+
+    def _conditions(self, selection: RootSelection, alias: str, names: frozenset[str]) -> list[str]:
+        assert selection.root is not None
+        return [
+            flt.sql.format(t=alias, p=self._param(Slot(selection.key, name), flt.cast))
+            for name, flt in selection.root.filters.items()
+            if name in names
+        ]
+
+    def _lookup(self, selection: RootSelection) -> str:
+        root = selection.root
+        assert root is not None
+        table = self.bound.tables[root.type_name]
+        everything = frozenset(root.filters)
+        k = self._alias("k")
+        keys = f'SELECT {k}."id" FROM "{root.table}" {k} WHERE ' + " AND ".join(
+            self._conditions(selection, k, everything)
+        )
+        t = self._alias("t")
+        scope = _Scope(t, table, keys)
+        fields = self.compiler.collect(table.type_name, _sets(selection.nodes))
+        record = self._record(scope, fields)
+        where = " AND ".join(self._conditions(selection, t, everything))
+        return f'(SELECT {record} FROM "{root.table}" {t} {" ".join(scope.joins)} WHERE {where})'
+
+    def _connection(self, selection: RootSelection, present: frozenset[str]) -> str:
+        root = selection.root
+        assert root is not None
+        schema = self.compiler.schema
+        field_def = schema.query_type.fields[root.name]  # type: ignore[union-attr]
+        connection_type = _unwrap(field_def.type)
+        edge_type = _unwrap(connection_type.fields["edges"].type)
+        page_type = _unwrap(connection_type.fields["pageInfo"].type)
+        table = self.bound.tables[root.type_name]
+        size = self._param(Slot(selection.key, "size"), "int8")
+        page, rows = self._alias("s"), self._alias("s")
+        x = self._alias("x")
+        where = self._conditions(selection, x, present)
+        if "after" in present:
+            where.append(f'{x}."id" > {self._param(Slot(selection.key, "after"), "int8")}')
+        self.ctes.append(
+            f'{page} AS MATERIALIZED (SELECT {x}.* FROM "{root.table}" {x}'
+            f'{_where(where)} ORDER BY {x}."id" LIMIT {size} + 1)'
+        )
+        self.ctes.append(
+            f'{rows} AS MATERIALIZED (SELECT * FROM {page} ORDER BY "id" LIMIT {size})'
+        )
+        columns: list[str] = []
+        fields = self.compiler.collect(connection_type.name, _sets(selection.nodes))
+        for key, nodes in fields.items():
+            name = nodes[0].name.value
+            if name == "__typename":
+                expr = _literal(connection_type.name)
+            elif name == "totalCount":
+                c = self._alias("x")
+                conditions = self._conditions(selection, c, present - {"after"})
+                expr = f'(SELECT count(*) FROM "{root.table}" {c}{_where(conditions)})'
+            elif name == "pageInfo":
+                expr = self._page_info(selection, page_type.name, nodes, page, rows, size)
+            elif name == "edges":
+                expr = self._edges(edge_type.name, table, nodes, rows)
+            else:
+                raise NotCompilable("unmapped_field", f"{connection_type.name}.{name}")
+            columns.append(f"{expr} AS {_key(key)}")
+        return f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
+
+    def _page_info(
+        self,
+        selection: RootSelection,
+        type_name: str,
+        nodes: list[FieldNode],
+        page: str,
+        rows: str,
+        size: str,
+    ) -> str:
+        columns: list[str] = []
+        for key, sub in self.compiler.collect(type_name, _sets(nodes)).items():
+            name = sub[0].name.value
+            if name == "__typename":
+                expr = _literal(type_name)
+            elif name == "hasNextPage":
+                expr = f"((SELECT count(*) FROM {page}) > {size})"
+            elif name == "hasPreviousPage":
+                expr = self._param(Slot(selection.key, "previous"), "boolean")
+            elif name in ("startCursor", "endCursor"):
+                order = "" if name == "startCursor" else " DESC"
+                cursor = _base64_id("cursor", 'c."id"')
+                expr = f'(SELECT {cursor} FROM {rows} c ORDER BY c."id"{order} LIMIT 1)'
+            else:
+                raise NotCompilable("unmapped_field", f"{type_name}.{name}")
+            columns.append(f"{expr} AS {_key(key)}")
+        return f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
+
+    def _edges(self, type_name: str, table: BoundTable, nodes: list[FieldNode], rows: str) -> str:
+        t = self._alias("t")
+        scope = _Scope(t, table, f'SELECT "id" FROM {rows}')
+        columns: list[str] = []
+        for key, sub in self.compiler.collect(type_name, _sets(nodes)).items():
+            name = sub[0].name.value
+            if name == "__typename":
+                expr = _literal(type_name)
+            elif name == "cursor":
+                expr = _base64_id("cursor", f'{t}."id"')
+            elif name == "node":
+                expr = self._record(scope, self.compiler.collect(table.type_name, _sets(sub)))
+            else:
+                raise NotCompilable("unmapped_field", f"{type_name}.{name}")
+            columns.append(f"{expr} AS {_key(key)}")
+        edge = f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
+        return (
+            f"(SELECT coalesce(array_to_json(array_agg({edge} ORDER BY {t}.\"id\")), '[]'::json) "
+            f"FROM {rows} {t} {' '.join(scope.joins)})"
+        )
+
+    # ------------------------------------------------------------------ objects
+
+    def _record(self, scope: _Scope, fields: dict[str, list[FieldNode]]) -> str:
+        columns: list[str] = []
+        for key, nodes in fields.items():
+            name = nodes[0].name.value
+            if any(n.arguments for n in nodes):
+                raise NotCompilable("arguments", f"{scope.table.type_name}.{name}")
+            if name == "__typename":
+                expr = _literal(scope.table.type_name)
+            else:
+                mapped = scope.table.fields.get(name)
+                if mapped is None:
+                    raise NotCompilable("unmapped_field", f"{scope.table.type_name}.{name}")
+                expr = self._field(scope, mapped, nodes)
+            columns.append(f"{expr} AS {_key(key)}")
+        return f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
+
+    def _field(self, scope: _Scope, mapped: BoundField, nodes: list[FieldNode]) -> str:
+        column = f'{scope.alias}."{mapped.column}"'
+        if mapped.kind == "scalar":
+            return _print(mapped.printer, column)
+        if mapped.kind == "id":
+            return _base64_id(mapped.type_name, column)
+        target = self.bound.tables[mapped.target]
+        subfields = self.compiler.collect(target.type_name, _sets(nodes))
+        if mapped.kind == "one":
+            j, k = self._alias("j"), self._alias("k")
+            scope.joins.append(f'LEFT JOIN "{target.table}" {j} ON {j}."id" = {column}')
+            keys = (
+                f'SELECT {k}."{mapped.column}" FROM "{scope.table.table}" {k} '
+                f'WHERE {k}."id" IN ({scope.keys_sql})'
+            )
+            record = self._record(_Scope(j, target, keys, scope.joins), subfields)
+            return f'CASE WHEN {j}."id" IS NULL THEN NULL ELSE {record} END'
+        # to-many: one CTE aggregating the children of every parent row at once
+        c, k, m = self._alias("c"), self._alias("k"), self._alias("m")
+        keys = (
+            f'SELECT {k}."id" FROM "{target.table}" {k} '
+            f'WHERE {k}."{mapped.column}" IN ({scope.keys_sql})'
+        )
+        child = _Scope(c, target, keys)
+        record = self._record(child, subfields)
+        order = ", ".join(f'{c}."{o}"' for o in (*mapped.order_by, "id"))
+        self.ctes.append(
+            f'{m} AS MATERIALIZED (SELECT {c}."{mapped.column}" AS k, '
+            f"array_to_json(array_agg({record} ORDER BY {order})) AS j "
+            f'FROM "{target.table}" {c} {" ".join(child.joins)} '
+            f'WHERE {c}."{mapped.column}" IN ({scope.keys_sql}) GROUP BY {c}."{mapped.column}")'
+        )
+        scope.joins.append(f'LEFT JOIN {m} ON {m}.k = {scope.alias}."id"')
+        return f"coalesce({m}.j, '[]'::json)"
+
+
+def _sets(nodes: tuple[FieldNode, ...] | list[FieldNode]) -> list[SelectionSetNode]:
+    return [n.selection_set for n in nodes if n.selection_set is not None]
+
+
+def _where(conditions: list[str]) -> str:
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def _unwrap(t: Any) -> Any:
+    while hasattr(t, "of_type"):
+        t = t.of_type
+    return t

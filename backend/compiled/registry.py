@@ -1,0 +1,314 @@
+"""The declarative mapping from GraphQL types and root fields to tables and columns.
+
+Each domain declares its part once, next to its types (`backend/<domain>/compiled.py`):
+
+    REGISTRY.table(MaterialType, Material, {"id": GlobalId("Material"), "code": Col(), ...})
+    REGISTRY.table(ProductionOrderType, ProductionOrder, {
+        "product": ToOne("product_id"),
+        "operations": ToMany("order_id", order_by=("sequence",)), ...})
+    REGISTRY.connection(OrdersQuery, "production_orders", ProductionOrder, filters={...})
+    REGISTRY.lookup(OrdersQuery, "production_order", ProductionOrder, filters={...})
+
+Names are the Python attribute names of the Strawberry types. A field that is not declared is
+not compilable: a document that selects it runs through the resolvers. `bind` checks every
+declaration against the schema and the models (the column exists, its type prints exactly as
+Strawberry serialises the field) and fails loudly at startup when one does not.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import strawberry
+from graphql import (
+    GraphQLEnumType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLScalarType,
+)
+from sqlalchemy import Boolean as SqlBoolean
+from sqlalchemy import Enum as SqlEnum
+from sqlalchemy import Integer, String, Text
+
+from backend.db import Quantity, UTCDateTime, largest_key
+
+
+class MappingError(RuntimeError):
+    """A declaration that does not fit the schema or the models."""
+
+
+@dataclass(frozen=True)
+class Col:
+    """A scalar field read from a column (by default the field's own Python name)."""
+
+    column: str | None = None
+
+
+@dataclass(frozen=True)
+class GlobalId:
+    """The `id` of a Node: `to_global_id(type_name, <column>)`."""
+
+    type_name: str
+    column: str = "id"
+
+
+@dataclass(frozen=True)
+class ToOne:
+    """An object field through a foreign key on this table (to the target's `id`)."""
+
+    fk: str
+
+
+@dataclass(frozen=True)
+class ToMany:
+    """A list field: the target's rows whose `fk` is this row's `id`, in the resolver's order
+    (`order_by` columns, then `id` as the tiebreaker)."""
+
+    fk: str
+    order_by: tuple[str, ...] = ()
+
+
+FieldMap = Col | GlobalId | ToOne | ToMany
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A root argument as a condition: `sql` with `{t}` (the table alias) and `{p}` (the
+    parameter, cast to `cast`); `convert` turns the argument into the parameter's value, or
+    None when the resolver applies no condition for that value."""
+
+    sql: str
+    cast: str
+    convert: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class _Table:
+    gql_type: type
+    model: Any
+    fields: dict[str, FieldMap]
+
+
+@dataclass(frozen=True)
+class _Root:
+    kind: str  # "connection" | "lookup"
+    owner: type
+    field: str
+    model: Any
+    filters: dict[str, Filter]
+
+
+# ------------------------------------------------------------------ bound (checked) mapping
+
+
+@dataclass(frozen=True)
+class BoundField:
+    kind: str  # "scalar" | "id" | "one" | "many"
+    column: str
+    printer: str = "plain"  # "plain" | "decimal" | "datetime"
+    target: str = ""  # GraphQL type name of an object field
+    order_by: tuple[str, ...] = ()
+    type_name: str = ""  # for global ids
+
+
+@dataclass(frozen=True)
+class BoundTable:
+    type_name: str
+    table: str
+    fields: dict[str, BoundField]
+
+
+@dataclass(frozen=True)
+class BoundRoot:
+    kind: str
+    name: str  # GraphQL field name on Query
+    table: str
+    type_name: str  # node type
+    key_column: str
+    largest_key: int
+    filters: dict[str, Filter]  # GraphQL argument name -> filter
+
+
+@dataclass
+class Bound:
+    tables: dict[str, BoundTable] = field(default_factory=dict)
+    roots: dict[str, BoundRoot] = field(default_factory=dict)
+    query_type: str = "Query"
+
+    def compilable_fields(self) -> set[tuple[str, str]]:
+        """(type, field) pairs declared compilable, including the connection roots."""
+        pairs = {(t.type_name, f) for t in self.tables.values() for f in t.fields}
+        pairs |= {(self.query_type, r) for r in self.roots}
+        return pairs
+
+
+def _named(t: GraphQLOutputType) -> tuple[Any, bool, bool]:
+    """(named type, non-null, list)."""
+    non_null = isinstance(t, GraphQLNonNull)
+    if non_null:
+        t = t.of_type  # type: ignore[union-attr]
+    is_list = isinstance(t, GraphQLList)
+    while isinstance(t, GraphQLList | GraphQLNonNull):
+        t = t.of_type
+    return t, non_null, is_list
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._tables: list[_Table] = []
+        self._roots: list[_Root] = []
+
+    def table(self, gql_type: type, model: Any, fields: dict[str, FieldMap]) -> None:
+        self._tables.append(_Table(gql_type, model, dict(fields)))
+
+    def connection(
+        self, owner: type, field: str, model: Any, filters: dict[str, Filter] | None = None
+    ) -> None:
+        """A root returning a keyset-paginated Connection (`first`, `after`, as `paginate`)."""
+        self._roots.append(_Root("connection", owner, field, model, dict(filters or {})))
+
+    def lookup(self, owner: type, field: str, model: Any, filters: dict[str, Filter]) -> None:
+        """A root returning one row or null, found by its arguments."""
+        self._roots.append(_Root("lookup", owner, field, model, dict(filters)))
+
+    def bind(self, schema: strawberry.Schema) -> Bound:
+        """The mapping checked against this schema and the models."""
+        names = schema.config.name_converter
+        gschema = schema._schema
+        bound = Bound()
+        query_type = gschema.query_type
+        assert query_type is not None
+        bound.query_type = query_type.name
+        for decl in self._tables:
+            definition = decl.gql_type.__strawberry_definition__  # type: ignore[attr-defined]
+            gtype = gschema.type_map.get(definition.name)
+            if not isinstance(gtype, GraphQLObjectType):
+                raise MappingError(f"{definition.name} is not an object type of the schema")
+            by_python = {f.python_name: f for f in definition.fields}
+            columns = decl.model.__table__.c
+            fields: dict[str, BoundField] = {}
+            for python_name, spec in decl.fields.items():
+                sfield = by_python.get(python_name)
+                if sfield is None:
+                    raise MappingError(f"{definition.name} has no field {python_name!r}")
+                if sfield.permission_classes or sfield.extensions:
+                    raise MappingError(f"{definition.name}.{python_name} has permissions")
+                gname = names.get_graphql_name(sfield)
+                gfield = gtype.fields[gname]
+                if gfield.args:
+                    raise MappingError(f"{definition.name}.{gname} takes arguments")
+                where = f"{definition.name}.{gname}"
+                named, _, is_list = _named(gfield.type)
+                if isinstance(spec, Col):
+                    column = spec.column or python_name
+                    if column not in columns:
+                        raise MappingError(f"{where}: no column {column!r}")
+                    printer = _printer(where, named, columns[column].type)
+                    fields[gname] = BoundField("scalar", column, printer)
+                elif isinstance(spec, GlobalId):
+                    if getattr(named, "name", None) != "ID" or spec.column not in columns:
+                        raise MappingError(f"{where}: a global id is an ID from a column")
+                    fields[gname] = BoundField("id", spec.column, type_name=spec.type_name)
+                elif isinstance(spec, ToOne):
+                    if is_list or not isinstance(named, GraphQLObjectType):
+                        raise MappingError(f"{where}: ToOne needs an object field")
+                    if spec.fk not in columns:
+                        raise MappingError(f"{where}: no column {spec.fk!r}")
+                    fields[gname] = BoundField("one", spec.fk, target=named.name)
+                else:
+                    if not is_list or not isinstance(named, GraphQLObjectType):
+                        raise MappingError(f"{where}: ToMany needs a list of objects")
+                    fields[gname] = BoundField(
+                        "many", spec.fk, target=named.name, order_by=spec.order_by
+                    )
+            bound.tables[definition.name] = BoundTable(
+                definition.name, decl.model.__tablename__, fields
+            )
+        # Targets must be mapped tables whose columns exist.
+        models = {d.gql_type.__strawberry_definition__.name: d.model for d in self._tables}  # type: ignore[attr-defined]
+        for table in bound.tables.values():
+            for name, f in table.fields.items():
+                if f.kind in ("one", "many") and f.target not in bound.tables:
+                    raise MappingError(f"{table.type_name}.{name}: {f.target} is not mapped")
+                if f.kind == "many":
+                    child = models[f.target].__table__.c
+                    for column in (f.column, *f.order_by):
+                        if column not in child:
+                            raise MappingError(f"{table.type_name}.{name}: no column {column!r}")
+        for root in self._roots:
+            definition = root.owner.__strawberry_definition__  # type: ignore[attr-defined]
+            sfield = next((f for f in definition.fields if f.python_name == root.field), None)
+            if sfield is None:
+                raise MappingError(f"{definition.name} has no field {root.field!r}")
+            gname = names.get_graphql_name(sfield)
+            gfield = query_type.fields.get(gname)
+            if gfield is None:
+                raise MappingError(f"Query has no field {gname!r}")
+            named, _, _ = _named(gfield.type)
+            if root.kind == "connection":
+                edges = named.fields["edges"].type
+                node_type = _named(_named(edges)[0].fields["node"].type)[0]
+                args = set(gfield.args) - {"first", "after"}
+            else:
+                node_type = named
+                args = set(gfield.args)
+            by_python_arg = {a.python_name: a for a in sfield.arguments}
+            filters: dict[str, Filter] = {}
+            for python_arg, flt in root.filters.items():
+                if python_arg not in by_python_arg:
+                    raise MappingError(f"Query.{gname} has no argument {python_arg!r}")
+                filters[names.get_graphql_name(by_python_arg[python_arg])] = flt
+            if set(filters) != args:
+                raise MappingError(f"Query.{gname}: arguments {sorted(args)} need filters")
+            if node_type.name not in bound.tables:
+                raise MappingError(f"Query.{gname}: {node_type.name} is not mapped")
+            largest = largest_key(root.model.__table__.c["id"].type)
+            bound.roots[gname] = BoundRoot(
+                root.kind,
+                gname,
+                root.model.__tablename__,
+                node_type.name,
+                "id",
+                largest,
+                filters,
+            )
+        return bound
+
+
+def _printer(where: str, named: Any, column_type: Any) -> str:
+    """How the SQL prints a column so that it reads as Strawberry serialises the field."""
+    if isinstance(named, GraphQLEnumType):
+        enum_class: type[enum.Enum] | None = getattr(column_type, "enum_class", None)
+        if not isinstance(column_type, SqlEnum) or enum_class is None:
+            raise MappingError(f"{where}: an enum needs an enum column")
+        if any(m.name != m.value for m in enum_class) or set(named.values) != {
+            m.name for m in enum_class
+        }:
+            raise MappingError(f"{where}: enum names differ from the stored values")
+        return "plain"
+    if not isinstance(named, GraphQLScalarType):
+        raise MappingError(f"{where}: Col needs a scalar field")
+    expected: dict[str, tuple[type, ...]] = {
+        "String": (String, Text),
+        "Int": (Integer,),
+        "Boolean": (SqlBoolean,),
+        "Decimal": (Quantity,),
+        "DateTime": (UTCDateTime,),
+    }
+    if named.name not in expected:
+        # Float (shortest repr in Python, not in SQL), ID, JSON, custom scalars: no exact printer.
+        raise MappingError(f"{where}: {named.name} has no exact SQL printer")
+    if not isinstance(column_type, expected[named.name]) or (
+        named.name == "Int" and type(column_type).__name__ == "BigInteger"
+    ):
+        raise MappingError(f"{where}: a {named.name} field from a {column_type!r} column")
+    return {"Decimal": "decimal", "DateTime": "datetime"}.get(named.name, "plain")
+
+
+REGISTRY = Registry()
+"""The application's mapping; the domains add to it when `backend.compiled` loads them."""

@@ -1,0 +1,607 @@
+"""Compiled reads (backend/compiled) against the resolvers: the same bytes, both ways.
+
+Every document of the corpus runs on two apps over the same database, one with compiled reads
+on and one with them off, and the response bodies must be byte-identical; the counters say
+which path served each. The edge data has nulls, empty lists, unicode and control characters,
+microsecond and whole-second times, extreme decimals and priorities, and 520 orders (pages of
+500). On SQLite the extension steps aside, and the answers are the resolvers' own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from graphql import FieldNode, TypeInfo, TypeInfoVisitor, Visitor, parse, visit
+
+from backend.app import create_app
+from backend.auth import policy
+from backend.auth.models import User
+from backend.catalog.models import Material, MaterialKind, WorkCenter
+from backend.compiled import default_registry, extension
+from backend.compiled.metrics import METRICS
+from backend.db import Database
+from backend.gql import encode_cursor
+from backend.graphql import build_schema
+from backend.orders.models import (
+    OperationStatus,
+    OrderComponent,
+    OrderOperation,
+    OrderStatus,
+    ProductionOrder,
+)
+from backend.principal import Role
+from backend.settings import Settings
+
+ORDERS = 520
+TRICKY = 'quote " backslash \\ tab \t newline \n ctrl \x01 del \x7f é ü 中文 😀 / end'
+BENCH_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "test_orders_read.py"
+BENCH_QUERY = re.search(r'QUERY = """(.*?)"""', BENCH_FILE.read_text(), re.S).group(1)  # type: ignore[union-attr]
+
+ALL_ORDER_FIELDS = """
+  __typename id number externalId quantity quantityGood quantityScrap status priority dueAt
+  createdAt updatedAt
+  product { __typename id code name kind unit gtin lotControlled shelfLifeDays }
+  workCenter { __typename id code name }
+  operations {
+    __typename id sequence name instructions status quantityGood quantityScrap startedAt
+    completedAt workCenter { id code name }
+  }
+  components {
+    __typename quantityRequired quantityConsumed operationSequence
+    material { id code name kind unit gtin lotControlled shelfLifeDays }
+  }
+"""
+
+FRAGMENTS = """
+query Fragments {
+  productionOrders(first: 3) {
+    ...Conn
+    edges { node { ... on ProductionOrder { number product { ...Mat } } ...Order } }
+  }
+}
+fragment Conn on ProductionOrderConnection {
+  totalCount pageInfo { ...Page } edges { cursor node { ...Order } }
+}
+fragment Page on PageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+fragment Order on ProductionOrder {
+  number status operations { ... on OrderOperation { sequence name } status }
+  product { ...Mat code }
+}
+fragment Mat on Material { code name __typename }
+"""
+
+
+def _corpus(cursor_2: str, cursor_last: str) -> list[tuple[str, str, dict[str, Any], str]]:
+    """(name, document, variables, expected path)."""
+    c, r = "compiled", "resolvers"
+    return [
+        ("benchmark query", BENCH_QUERY, {"first": 50}, c),
+        ("benchmark query, default page", BENCH_QUERY, {}, c),
+        (
+            "all fields, page of 500",
+            "query All { productionOrders(first: 500) { __typename totalCount "
+            "pageInfo { __typename hasNextPage hasPreviousPage startCursor endCursor } "
+            f"edges {{ __typename cursor node {{ {ALL_ORDER_FIELDS} }} }} }} }}",
+            {},
+            c,
+        ),
+        (
+            "all fields, over the maximum page",
+            "{ productionOrders(first: 100000) { totalCount pageInfo { hasNextPage endCursor } "
+            f"edges {{ cursor node {{ {ALL_ORDER_FIELDS} }} }} }} }}",
+            {},
+            c,
+        ),
+        (
+            "second page after a cursor",
+            "query P($after: String) { productionOrders(first: 500, after: $after) { "
+            "pageInfo { hasNextPage hasPreviousPage startCursor endCursor } "
+            "edges { cursor node { number } } totalCount } }",
+            {"after": cursor_2},
+            c,
+        ),
+        (
+            "past the last page",
+            "query P($after: String) { productionOrders(after: $after) { "
+            "pageInfo { hasNextPage hasPreviousPage startCursor endCursor } "
+            "edges { cursor node { number } } totalCount } }",
+            {"after": cursor_last},
+            c,
+        ),
+        (
+            "after: empty string (no filter, but a previous page)",
+            '{ productionOrders(first: 2, after: "") { pageInfo { hasPreviousPage '
+            "startCursor } edges { node { number } } } }",
+            {},
+            c,
+        ),
+        (
+            "empty page (first: 0)",
+            "{ productionOrders(first: 0) { totalCount pageInfo { hasNextPage hasPreviousPage "
+            "startCursor endCursor } edges { cursor node { number } } } }",
+            {},
+            c,
+        ),
+        (
+            "aliases, duplicate keys, __typename",
+            "{ __typename a: productionOrders(first: 2) { edges { node { n: number number "
+            "number id x: id product { code c: code code } } } } "
+            "b: productionOrders(first: 1, after: "
+            f'"{cursor_2}") {{ totalCount t: totalCount edges {{ node {{ number }} }} }} }}',
+            {},
+            c,
+        ),
+        ("named and inline fragments", FRAGMENTS, {}, c),
+        (
+            "operationName picks one of two",
+            "query A { productionOrders(first: 1) { totalCount } } "
+            'query B { productionOrder(number: "PO-0002") { number } }',
+            {"__operationName": "B"},
+            c,
+        ),
+        (
+            "variables with and without defaults",
+            'query V($first: Int = 7, $status: [OrderStatus!], $wc: String = "WC-1") { '
+            "productionOrders(first: $first, status: $status, workCenter: $wc) { totalCount "
+            "edges { cursor node { number status workCenter { code } } } } }",
+            {"status": ["RELEASED", "IN_PROGRESS"]},
+            c,
+        ),
+        (
+            "literal @skip and @include",
+            "{ productionOrders(first: 3) { totalCount @skip(if: true) "
+            "pageInfo @include(if: false) { hasNextPage } "
+            "edges { node { number @include(if: true) status @skip(if: false) "
+            "product @skip(if: true) { code } } } } }",
+            {},
+            c,
+        ),
+        (
+            "@include($var) true",
+            "query I($with: Boolean!) { productionOrders(first: 3) { edges { node { number "
+            "operations @include(if: $with) { sequence } components @skip(if: $with) "
+            "{ quantityRequired } } } } }",
+            {"with": True},
+            c,
+        ),
+        (
+            "@include($var) false",
+            "query I($with: Boolean!) { productionOrders(first: 3) { edges { node { number "
+            "operations @include(if: $with) { sequence } components @skip(if: $with) "
+            "{ quantityRequired } } } } }",
+            {"with": False},
+            c,
+        ),
+        (
+            "status filter",
+            "{ productionOrders(first: 500, status: [ON_HOLD, CANCELLED]) { totalCount "
+            "pageInfo { hasNextPage endCursor } edges { node { number status } } } }",
+            {},
+            c,
+        ),
+        (
+            "empty status list (no filter)",
+            "{ productionOrders(first: 5, status: []) { totalCount edges { node { number } } } }",
+            {},
+            c,
+        ),
+        (
+            "workCenter filter, stripped",
+            '{ productionOrders(first: 500, workCenter: "  WC-2 ") { totalCount '
+            "edges { node { number workCenter { code } } } } }",
+            {},
+            c,
+        ),
+        (
+            "unknown work center: an empty page",
+            '{ productionOrders(workCenter: "NOPE") { totalCount pageInfo { hasNextPage '
+            "startCursor endCursor } edges { cursor } } }",
+            {},
+            c,
+        ),
+        ("totalCount alone", "{ productionOrders { totalCount } }", {}, c),
+        (
+            "productionOrder by number",
+            f"query One($n: String!) {{ productionOrder(number: $n) {{ {ALL_ORDER_FIELDS} }} }}",
+            {"n": " PO-0002 "},
+            c,
+        ),
+        (
+            "productionOrder with empty lists and nulls",
+            f'{{ productionOrder(number: "PO-0001") {{ {ALL_ORDER_FIELDS} }} }}',
+            {},
+            c,
+        ),
+        (
+            "productionOrder unknown -> null",
+            '{ productionOrder(number: "NO-SUCH") { number } x: productionOrders(first: 1) '
+            "{ totalCount } }",
+            {},
+            c,
+        ),
+        # ---- the resolvers answer these
+        (
+            "mutation",
+            'mutation { holdProductionOrder(number: "NO-SUCH", reason: "x") { errors { code } } }',
+            {},
+            r,
+        ),
+        ("introspection", "{ __schema { queryType { name } } }", {}, r),
+        (
+            "introspection with a mapped root",
+            '{ __type(name: "Material") { name } productionOrders { totalCount } }',
+            {},
+            r,
+        ),
+        ("negative first", "{ productionOrders(first: -1) { totalCount } }", {}, r),
+        (
+            "invalid cursor",
+            '{ productionOrders(after: "bm90LWEtY3Vyc29y") { totalCount } }',
+            {},
+            r,
+        ),
+        (
+            "non-compilable field (consumptions)",
+            "{ productionOrders(first: 2) { edges { node { number components { "
+            "consumptions { id } } } } } }",
+            {},
+            r,
+        ),
+        (
+            "non-compilable field (producedLots)",
+            '{ productionOrder(number: "PO-0002") { number producedLots { id } } }',
+            {},
+            r,
+        ),
+        (
+            "non-compilable field (incomingCharacteristics)",
+            "{ productionOrders(first: 2) { edges { node { product { code "
+            "incomingCharacteristics { name } } } } } }",
+            {},
+            r,
+        ),
+        (
+            "unmapped root next to a mapped one",
+            "{ workCenters { code } productionOrders(first: 1) { totalCount } }",
+            {},
+            r,
+        ),
+        (
+            "abstract type condition",
+            "{ productionOrders(first: 2) { edges { node { ... on Node { id } number } } } }",
+            {},
+            r,
+        ),
+        (
+            "variables that do not coerce",
+            "query V($first: Int) { productionOrders(first: $first) { totalCount } }",
+            {"first": "many"},
+            r,
+        ),
+        (
+            "missing required variable",
+            "query One($n: String!) { productionOrder(number: $n) { number } }",
+            {},
+            r,
+        ),
+    ]
+
+
+async def seed(db: Database) -> dict[str, Any]:
+    """The edge data; returns what the corpus needs to know of it."""
+    micro = dt.datetime(2026, 3, 1, 8, 30, 15, 123456, tzinfo=dt.UTC)
+    whole = dt.datetime(2026, 3, 1, 8, 30, 15, tzinfo=dt.UTC)
+    tiny = dt.datetime(1999, 12, 31, 23, 59, 59, 1, tzinfo=dt.UTC)
+    async with db.write() as session:
+        m1 = Material(
+            code="M-1",
+            name=TRICKY,
+            kind=MaterialKind.FINISHED,
+            unit="pcs",
+            gtin=None,
+            lot_controlled=True,
+            shelf_life_days=None,
+        )
+        m2 = Material(
+            code="M-2 😀",
+            name='Raw \\ "two"',
+            kind=MaterialKind.RAW,
+            unit="kg",
+            gtin="09506000134352",
+            lot_controlled=False,
+            shelf_life_days=0,
+        )
+        wc1 = WorkCenter(code="WC-1", name='Press "A" \\ 1\t😀')
+        wc2 = WorkCenter(code="WC-2", name="Line\n2")
+        session.add_all([m1, m2, wc1, wc2])
+        await session.flush()
+        statuses = list(OrderStatus)
+        orders: list[ProductionOrder] = []
+        for i in range(1, ORDERS + 1):
+            order = ProductionOrder(
+                number=f"PO-{i:04d}",
+                external_id=None if i % 3 == 1 else f"ERP-{i}",
+                product_id=(m1 if i % 2 else m2).id,
+                quantity=Decimal("10.5") + i,
+                quantity_good=Decimal("0"),
+                quantity_scrap=Decimal("0"),
+                status=statuses[i % len(statuses)],
+                priority=i % 7 - 3,
+                due_at=None if i % 4 == 1 else micro + dt.timedelta(days=i),
+                work_center_id=None if i % 5 == 1 else (wc1 if i % 2 else wc2).id,
+                content_hash="x" * 64,
+                created_at=whole + dt.timedelta(seconds=i),
+                updated_at=micro + dt.timedelta(seconds=i),
+            )
+            orders.append(order)
+        first, second = orders[0], orders[1]
+        first.priority = -(2**31)
+        first.work_center_id = None
+        second.number = "PO-0002"
+        second.external_id = TRICKY
+        second.quantity = Decimal("0")
+        second.quantity_good = Decimal("0.000001")
+        second.quantity_scrap = Decimal("123456789012.123456")
+        second.priority = 2**31 - 1
+        second.due_at = tiny
+        session.add_all(orders)
+        await session.flush()
+        for order in orders[1:]:
+            i = order.id
+            many = 3 if order is second else 1 + i % 2
+            for seq in range(many):
+                session.add(
+                    OrderOperation(
+                        order_id=order.id,
+                        sequence=(many - seq) * 10,  # inserted out of order
+                        name=TRICKY if order is second else f"Op {seq}",
+                        instructions=None if seq else "Do it\r\n😀",
+                        status=list(OperationStatus)[(i + seq) % 4],
+                        work_center_id=None if seq == 1 else wc1.id,
+                        quantity_good=Decimal("0.000001") * seq,
+                        quantity_scrap=Decimal("99999999.999999") if seq == 2 else Decimal(0),
+                        started_at=micro if seq == 0 else whole if seq == 1 else None,
+                        completed_at=tiny if seq == 2 else None,
+                    )
+                )
+            for pos in range(2 if order is second else i % 3):
+                session.add(
+                    OrderComponent(
+                        order_id=order.id,
+                        position=5 - pos,  # the resolver orders by position
+                        material_id=(m2 if pos else m1).id,
+                        quantity_required=Decimal("123456789012.123456") if pos else Decimal(1),
+                        quantity_consumed=Decimal("0.000001") if pos else Decimal(0),
+                        operation_sequence=None if pos else 10,
+                    )
+                )
+    return {"cursor_2": encode_cursor(orders[499].id), "cursor_last": encode_cursor(orders[-1].id)}
+
+
+@pytest.fixture(scope="module")
+async def clients(
+    settings: Settings, db: Database
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """(compiled reads on, compiled reads off), two apps over the one test database."""
+    on = create_app(settings.model_copy(update={"compiled_reads": True}))
+    off = create_app(settings.model_copy(update={"compiled_reads": False}))
+    async with (
+        on.router.lifespan_context(on),
+        off.router.lifespan_context(off),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=on), base_url="http://on") as c_on,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=off), base_url="http://off") as c_off,
+    ):
+        yield c_on, c_off
+
+
+async def _post(
+    client: httpx.AsyncClient, query: str, variables: dict[str, Any], token: str | None
+) -> tuple[bytes, str]:
+    """(body, the path that served it)."""
+    variables = dict(variables)
+    name = variables.pop("__operationName", None)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    before = dict(METRICS.reads)
+    response = await client.post(
+        "/graphql",
+        json={"query": query, "variables": variables, "operationName": name},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    after = METRICS.reads
+    served = [p for p in after if after[p] != before.get(p, 0)]
+    return response.content, served[0] if len(served) == 1 else "none"
+
+
+MakeUser = Callable[..., Awaitable[tuple[User, str]]]
+
+
+@pytest.mark.postgres
+async def test_compiled_reads_answer_as_the_resolvers(
+    db: Database, clients: tuple[httpx.AsyncClient, httpx.AsyncClient], make_user: MakeUser
+) -> None:
+    on, off = clients
+    facts = await seed(db)
+    _, token = await make_user("reader", Role.SUPERVISOR)
+    corpus = _corpus(facts["cursor_2"], facts["cursor_last"])
+    problems: list[str] = []
+    for name, query, variables, expected in corpus:
+        body_on, path_on = await _post(on, query, variables, token)
+        body_off, path_off = await _post(off, query, variables, token)
+        if body_on != body_off:
+            problems.append(
+                f"{name}: bodies differ\n on: {body_on[:600]!r}\noff: {body_off[:600]!r}"
+            )
+        if path_off not in ("resolvers", "none"):
+            problems.append(f"{name}: compiled reads off, yet served by {path_off}")
+        if expected == "compiled" and path_on != "compiled":
+            problems.append(f"{name}: served by {path_on}, expected compiled")
+        if expected == "resolvers" and path_on == "compiled":
+            problems.append(f"{name}: served compiled, expected the resolvers")
+        if expected == "compiled" and b'"errors"' in body_on:
+            problems.append(f"{name}: errors in a compiled case: {body_on[:300]!r}")
+    # Pages of 500 really ran: the big documents were not trivially small.
+    big, _ = await _post(on, corpus[2][1], {}, token)
+    assert big.count(b'"cursor"') == 500
+    assert not problems, "\n\n".join(problems)
+
+
+@pytest.mark.postgres
+async def test_paging_through_every_order_compiled(
+    db: Database, clients: tuple[httpx.AsyncClient, httpx.AsyncClient], make_user: MakeUser
+) -> None:
+    """Following endCursor page by page gives the same pages both ways, then stops."""
+    on, off = clients
+    await seed(db)
+    _, token = await make_user("pager", Role.OPERATOR)
+    query = (
+        "query P($after: String) { productionOrders(first: 150, after: $after, "
+        "status: [PLANNED, RELEASED, IN_PROGRESS, ON_HOLD, COMPLETED, CLOSED]) { totalCount "
+        "pageInfo { hasNextPage hasPreviousPage endCursor } edges { cursor node { number } } } }"
+    )
+    after: str | None = None
+    pages = 0
+    while True:
+        body_on, path = await _post(on, query, {"after": after}, token)
+        body_off, _ = await _post(off, query, {"after": after}, token)
+        assert body_on == body_off
+        assert path == "compiled"
+        page = httpx.Response(200, content=body_on).json()["data"]["productionOrders"]
+        pages += 1
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert pages == 3  # 446 orders of those statuses, 150 a page
+
+
+@pytest.mark.postgres
+async def test_role_checks_come_first(
+    db: Database,
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
+    make_user: MakeUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Anonymous and forbidden callers get exactly the resolver path's answer."""
+    on, off = clients
+    await seed(db)
+    query = "{ productionOrders(first: 2) { totalCount edges { node { number } } } }"
+    anonymous_on, path = await _post(on, query, {}, None)
+    anonymous_off, _ = await _post(off, query, {}, None)
+    assert anonymous_on == anonymous_off
+    assert b"UNAUTHENTICATED" in anonymous_on
+    assert path == "none"  # refused before any path ran
+    monkeypatch.setitem(policy.QUERIES, "productionOrders", frozenset({Role.ADMIN}))
+    _, token = await make_user("operator", Role.OPERATOR)
+    forbidden_on, path = await _post(on, query, {}, token)
+    forbidden_off, _ = await _post(off, query, {}, token)
+    assert forbidden_on == forbidden_off
+    assert b"FORBIDDEN" in forbidden_on
+    assert path == "none"
+    _, admin = await make_user("admin", Role.ADMIN)
+    allowed_on, path = await _post(on, query, {}, admin)
+    allowed_off, _ = await _post(off, query, {}, admin)
+    assert allowed_on == allowed_off
+    assert path == "compiled"
+
+
+@pytest.mark.postgres
+async def test_metrics_count_paths_and_fallbacks(
+    db: Database, clients: tuple[httpx.AsyncClient, httpx.AsyncClient], make_user: MakeUser
+) -> None:
+    on, _ = clients
+    await seed(db)
+    _, token = await make_user("metered", Role.SUPERVISOR)
+    await _post(on, "{ productionOrders { totalCount } }", {}, token)
+    await _post(on, "{ productionOrders(first: -1) { totalCount } }", {}, token)
+    text = (await on.get("/metrics")).text
+    assert re.search(r'^mes_graphql_reads_total\{path="compiled"\} [1-9]', text, re.M)
+    assert re.search(r'^mes_graphql_reads_total\{path="resolvers"\} [1-9]', text, re.M)
+    assert re.search(r'^mes_compiled_fallbacks_total\{reason="arguments"\} [1-9]', text, re.M)
+    assert "# TYPE mes_compiled_fallbacks_total counter" in text
+
+
+async def test_sqlite_steps_aside(
+    db: Database, clients: tuple[httpx.AsyncClient, httpx.AsyncClient], make_user: MakeUser
+) -> None:
+    """On SQLite the resolvers answer, the same as with compiled reads off."""
+    if db.dialect_name != "sqlite":
+        pytest.skip("SQLite only: on PostgreSQL the compiled path answers (tests above)")
+    on, off = clients
+    await seed(db)
+    _, token = await make_user("lite", Role.SUPERVISOR)
+    before = METRICS.fallbacks["engine"]
+    for query, variables in [
+        (BENCH_QUERY, {"first": 50}),
+        (f'{{ productionOrder(number: "PO-0002") {{ {ALL_ORDER_FIELDS} }} }}', {}),
+        ("{ productionOrders(first: 0) { totalCount pageInfo { hasNextPage } } }", {}),
+    ]:
+        body_on, path = await _post(on, query, variables, token)
+        body_off, _ = await _post(off, query, variables, token)
+        assert body_on == body_off
+        assert path == "resolvers"
+        assert b'"errors"' not in body_on
+    assert METRICS.fallbacks["engine"] == before + 3
+
+
+def test_every_compilable_field_is_in_the_corpus(settings: Settings) -> None:
+    """A field declared compilable must be selected by a compiled document of the corpus."""
+    schema = build_schema(settings)
+    bound = default_registry().bind(schema)
+    selected: set[tuple[str, str]] = set()
+    gschema = schema._schema
+    for _, query, _, expected in _corpus("x", "y"):
+        if expected != "compiled":
+            continue
+        info = TypeInfo(gschema)
+
+        class Fields(Visitor):
+            def enter_field(self, node: FieldNode, *_: Any, info: TypeInfo = info) -> None:
+                parent = info.get_parent_type()
+                if parent is not None and not node.name.value.startswith("__"):
+                    selected.add((parent.name, node.name.value))
+
+        visit(parse(query), TypeInfoVisitor(info, Fields()))
+    missing = sorted(bound.compilable_fields() - selected)
+    assert not missing, f"compilable but in no compiled corpus document: {missing}"
+
+
+@pytest.mark.postgres
+async def test_statements_hold_no_values(
+    db: Database,
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
+    make_user: MakeUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Arguments are parameters: documents differing only in values share one statement
+    (one prepared statement per shape), and no value appears in the SQL."""
+    on, _ = clients
+    await seed(db)
+    _, token = await make_user("prepared", Role.SUPERVISOR)
+    seen: list[tuple[str, list[Any]]] = []
+    fetch = extension._fetch
+
+    async def spy(services: Any, sql: str, parameters: list[Any]) -> bytes:
+        seen.append((sql, parameters))
+        return await fetch(services, sql, parameters)
+
+    monkeypatch.setattr(extension, "_fetch", spy)
+    for number, wc, first in (("PO-0002", "WC-1", 3), ("PO-0017", "WC-2", 11)):
+        query = (
+            f'{{ productionOrder(number: "{number}") {{ number }} '
+            f'productionOrders(first: {first}, workCenter: "{wc}", status: [PLANNED]) '
+            "{ totalCount edges { node { number } } } }"
+        )
+        _, path = await _post(on, query, {}, token)
+        assert path == "compiled"
+    (sql_a, params_a), (sql_b, params_b) = seen
+    assert sql_a == sql_b
+    assert params_a != params_b
+    for value in ("PO-0002", "PO-0017", "WC-1", "WC-2", "PLANNED"):
+        assert value not in sql_a
