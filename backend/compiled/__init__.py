@@ -8,7 +8,13 @@ import importlib
 from backend.compiled.registry import REGISTRY, Registry
 
 # The domains that declare compilable types and roots, next to their schema modules.
-MAPPING_MODULES = ("backend.catalog.compiled", "backend.orders.compiled")
+MAPPING_MODULES = (
+    "backend.auth.compiled",
+    "backend.catalog.compiled",
+    "backend.orders.compiled",
+    "backend.lots.compiled",
+    "backend.quality.compiled",
+)
 
 
 def default_registry() -> Registry:

@@ -2,9 +2,11 @@
 
 The statement is built set-wise: each root list is a MATERIALIZED CTE (one keyset page), each
 to-one relation a LEFT JOIN, each to-many relation one CTE that aggregates the children of all
-parents at once (`GROUP BY fk`, `array_agg(... ORDER BY <resolver order>, id)`). Objects are
-sub-select records and lists `array_to_json(array_agg(...))`: PostgreSQL prints both as
-compact JSON, byte for byte what orjson prints for the resolvers' answer. Scalars are printed
+parents at once (`GROUP BY fk`, `array_agg(... ORDER BY <resolver order>, id)`; through a link
+table, the CTE runs over the links joined to the targets), a list root one ordered aggregate
+over the whole table. Objects are sub-select records and lists `array_to_json(array_agg(...))`:
+PostgreSQL prints both as compact JSON, byte for byte what orjson prints for the resolvers'
+answer. Scalars are printed
 as Strawberry serialises them (Decimal via `::text`, DateTime as `isoformat()`, ids and
 cursors base64 as `to_global_id` / `encode_cursor`).
 
@@ -260,6 +262,8 @@ class StatementBuilder:
                 expr = _literal(self.bound.query_type)
             elif selection.root.kind == "connection":
                 expr = self._connection(selection, present[selection.key])
+            elif selection.root.kind == "list":
+                expr = self._list(selection)
             else:
                 expr = self._lookup(selection)
             columns.append(f"{expr} AS {_key(selection.key)}")
@@ -292,6 +296,19 @@ class StatementBuilder:
         record = self._record(scope, fields)
         where = " AND ".join(self._conditions(selection, t, everything))
         return f'(SELECT {record} FROM "{root.table}" {t} {" ".join(scope.joins)} WHERE {where})'
+
+    def _list(self, selection: RootSelection) -> str:
+        root = selection.root
+        assert root is not None
+        table = self.bound.tables[root.type_name]
+        t = self._alias("t")
+        scope = _Scope(t, table, f'SELECT "id" FROM "{root.table}"')
+        record = self._record(scope, self.compiler.collect(table.type_name, _sets(selection.nodes)))
+        order = ", ".join(f'{t}."{o}"' for o in (*root.order_by, "id"))
+        return (
+            f"(SELECT coalesce(array_to_json(array_agg({record} ORDER BY {order})), '[]'::json) "
+            f'FROM "{root.table}" {t} {" ".join(scope.joins)})'
+        )
 
     def _connection(self, selection: RootSelection, present: frozenset[str]) -> str:
         root = selection.root
@@ -417,6 +434,8 @@ class StatementBuilder:
             )
             record = self._record(_Scope(j, target, keys, scope.joins), subfields)
             return f'CASE WHEN {j}."id" IS NULL THEN NULL ELSE {record} END'
+        if mapped.link is not None:
+            return self._through(scope, mapped, target, subfields)
         # to-many: one CTE aggregating the children of every parent row at once
         c, k, m = self._alias("c"), self._alias("k"), self._alias("m")
         keys = (
@@ -431,6 +450,34 @@ class StatementBuilder:
             f"array_to_json(array_agg({record} ORDER BY {order})) AS j "
             f'FROM "{target.table}" {c} {" ".join(child.joins)} '
             f'WHERE {c}."{mapped.column}" IN ({scope.keys_sql}) GROUP BY {c}."{mapped.column}")'
+        )
+        scope.joins.append(f'LEFT JOIN {m} ON {m}.k = {scope.alias}."id"')
+        return f"coalesce({m}.j, '[]'::json)"
+
+    def _through(
+        self,
+        scope: _Scope,
+        mapped: BoundField,
+        target: BoundTable,
+        subfields: dict[str, list[FieldNode]],
+    ) -> str:
+        """A to-many through a link table: one CTE over the links of every parent row."""
+        assert mapped.link is not None
+        link, parent_fk, child_fk = mapped.link
+        c, k, lk, m = self._alias("c"), self._alias("k"), self._alias("l"), self._alias("m")
+        keys = (
+            f'SELECT {k}."{child_fk}" FROM "{link}" {k} '
+            f'WHERE {k}."{parent_fk}" IN ({scope.keys_sql})'
+        )
+        child = _Scope(c, target, keys)
+        record = self._record(child, subfields)
+        order = ", ".join(f'{lk}."{o}"' for o in (*mapped.order_by, "id"))
+        self.ctes.append(
+            f'{m} AS MATERIALIZED (SELECT {lk}."{parent_fk}" AS k, '
+            f"array_to_json(array_agg({record} ORDER BY {order})) AS j "
+            f'FROM "{link}" {lk} JOIN "{target.table}" {c} ON {c}."id" = {lk}."{child_fk}" '
+            f"{' '.join(child.joins)} "
+            f'WHERE {lk}."{parent_fk}" IN ({scope.keys_sql}) GROUP BY {lk}."{parent_fk}")'
         )
         scope.joins.append(f'LEFT JOIN {m} ON {m}.k = {scope.alias}."id"')
         return f"coalesce({m}.j, '[]'::json)"

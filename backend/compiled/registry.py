@@ -8,6 +8,8 @@ Each domain declares its part once, next to its types (`backend/<domain>/compile
         "operations": ToMany("order_id", order_by=("sequence",)), ...})
     REGISTRY.connection(OrdersQuery, "production_orders", ProductionOrder, filters={...})
     REGISTRY.lookup(OrdersQuery, "production_order", ProductionOrder, filters={...})
+    REGISTRY.listing(CatalogQuery, "work_centers", WorkCenter, order_by=("code",))
+    "lots": ToManyThrough(DeviationLot, "deviation_id", "lot_id", order_by=("position",))
 
 Names are the Python attribute names of the Strawberry types. A field that is not declared is
 not compilable: a document that selects it runs through the resolvers. `bind` checks every
@@ -73,7 +75,18 @@ class ToMany:
     order_by: tuple[str, ...] = ()
 
 
-FieldMap = Col | GlobalId | ToOne | ToMany
+@dataclass(frozen=True)
+class ToManyThrough:
+    """A list field through a link table: the target rows whose ids the link rows with
+    `parent_fk` = this row's `id` hold in `child_fk`, in the link's `order_by` (then its `id`)."""
+
+    link: Any  # the link table's model
+    parent_fk: str
+    child_fk: str
+    order_by: tuple[str, ...] = ()
+
+
+FieldMap = Col | GlobalId | ToOne | ToMany | ToManyThrough
 
 
 @dataclass(frozen=True)
@@ -96,11 +109,12 @@ class _Table:
 
 @dataclass(frozen=True)
 class _Root:
-    kind: str  # "connection" | "lookup"
+    kind: str  # "connection" | "lookup" | "list"
     owner: type
     field: str
     model: Any
     filters: dict[str, Filter]
+    order_by: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------ bound (checked) mapping
@@ -114,6 +128,7 @@ class BoundField:
     target: str = ""  # GraphQL type name of an object field
     order_by: tuple[str, ...] = ()
     type_name: str = ""  # for global ids
+    link: tuple[str, str, str] | None = None  # (link table, parent fk, child fk) of a through
 
 
 @dataclass(frozen=True)
@@ -132,6 +147,7 @@ class BoundRoot:
     key_column: str
     largest_key: int
     filters: dict[str, Filter]  # GraphQL argument name -> filter
+    order_by: tuple[str, ...] = ()  # a list root's order (then `id`)
 
 
 @dataclass
@@ -175,6 +191,10 @@ class Registry:
     def lookup(self, owner: type, field: str, model: Any, filters: dict[str, Filter]) -> None:
         """A root returning one row or null, found by its arguments."""
         self._roots.append(_Root("lookup", owner, field, model, dict(filters)))
+
+    def listing(self, owner: type, field: str, model: Any, order_by: tuple[str, ...]) -> None:
+        """A root without arguments returning every row, in `order_by` (then `id`)."""
+        self._roots.append(_Root("list", owner, field, model, {}, tuple(order_by)))
 
     def bind(self, schema: strawberry.Schema) -> Bound:
         """The mapping checked against this schema and the models."""
@@ -220,6 +240,20 @@ class Registry:
                     if spec.fk not in columns:
                         raise MappingError(f"{where}: no column {spec.fk!r}")
                     fields[gname] = BoundField("one", spec.fk, target=named.name)
+                elif isinstance(spec, ToManyThrough):
+                    if not is_list or not isinstance(named, GraphQLObjectType):
+                        raise MappingError(f"{where}: ToManyThrough needs a list of objects")
+                    link = spec.link.__table__.c
+                    for column in (spec.parent_fk, spec.child_fk, *spec.order_by, "id"):
+                        if column not in link:
+                            raise MappingError(f"{where}: no link column {column!r}")
+                    fields[gname] = BoundField(
+                        "many",
+                        spec.parent_fk,
+                        target=named.name,
+                        order_by=spec.order_by,
+                        link=(spec.link.__tablename__, spec.parent_fk, spec.child_fk),
+                    )
                 else:
                     if not is_list or not isinstance(named, GraphQLObjectType):
                         raise MappingError(f"{where}: ToMany needs a list of objects")
@@ -235,7 +269,7 @@ class Registry:
             for name, f in table.fields.items():
                 if f.kind in ("one", "many") and f.target not in bound.tables:
                     raise MappingError(f"{table.type_name}.{name}: {f.target} is not mapped")
-                if f.kind == "many":
+                if f.kind == "many" and f.link is None:
                     child = models[f.target].__table__.c
                     for column in (f.column, *f.order_by):
                         if column not in child:
@@ -254,6 +288,14 @@ class Registry:
                 edges = named.fields["edges"].type
                 node_type = _named(_named(edges)[0].fields["node"].type)[0]
                 args = set(gfield.args) - {"first", "after"}
+            elif root.kind == "list":
+                if not isinstance(gfield.type, GraphQLNonNull) or not _named(gfield.type)[2]:
+                    raise MappingError(f"Query.{gname}: a list root needs a non-null list")
+                node_type = named
+                args = set(gfield.args)
+                for column in root.order_by:
+                    if column not in root.model.__table__.c:
+                        raise MappingError(f"Query.{gname}: no column {column!r}")
             else:
                 node_type = named
                 args = set(gfield.args)
@@ -276,6 +318,7 @@ class Registry:
                 "id",
                 largest,
                 filters,
+                root.order_by,
             )
         return bound
 

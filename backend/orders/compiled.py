@@ -1,8 +1,8 @@
 """The orders types and roots that compiled reads may print straight from their tables
 (see backend/compiled), declared as their resolvers in schema.py read them. Fields not listed
-(consumptions, characteristics, inspections, producedLots, deviations) run through their
-resolvers. Every field listed here must be selected by the differential corpus in
-tests/compiled/test_compiled_orders.py."""
+(characteristics, inspections, producedLots, deviations) run through their resolvers;
+Consumption is declared in backend/lots/compiled.py. Every field listed here must be selected
+by a compiled document of the differential corpora (tests/compiled/test_compiled_coverage.py)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ REGISTRY.table(
         "quantity_consumed": Col(),
         "operation_sequence": Col(),
         "material": ToOne("material_id"),
+        # loaders.consumptions_of_component: by id (Consumption: backend/lots/compiled.py)
+        "consumptions": ToMany("component_id"),
     },
 )
 

@@ -203,9 +203,13 @@ def free_port() -> int:
         return port
 
 
-def server_env(database_url: str) -> dict[str, str]:
+def server_env(database_url: str, settings: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a server process: none of the caller's MES_* variables, the database,
+    the secret key, and `settings` (MES_* variables of this server only, such as
+    MES_COMPILED_READS, so that two servers with different settings can run side by side)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MES_")}
     env.update(MES_DATABASE_URL=database_url, MES_SECRET_KEY=SECRET_KEY)
+    env.update(settings or {})
     return env
 
 
@@ -275,14 +279,22 @@ def serve(
 
 
 def mes_serve(
-    database_url: str, cwd: Path, log_dir: Path, workers: int = 1
+    database_url: str,
+    cwd: Path,
+    log_dir: Path,
+    workers: int = 1,
+    *,
+    name: str = "mes-serve",
+    settings: dict[str, str] | None = None,
 ) -> contextlib.AbstractContextManager[Server]:
+    """`mes serve` on a free port; `settings` are MES_* variables for this server only (e.g.
+    {"MES_COMPILED_READS": "false"}); give servers that run together different names (logs)."""
     port = free_port()
     return serve(
-        "mes-serve",
+        name,
         [str(BIN / "mes"), "serve", "--port", str(port), "--workers", str(workers)],
         port,
-        server_env(database_url),
+        server_env(database_url, settings),
         cwd,
         log_dir,
     )

@@ -1,0 +1,205 @@
+"""Compiled reads of inspections and deviations against the resolvers: the same bytes both
+ways (see test_compiled_orders.py for the harness's idea), over compiled_support.seed's edge
+data. Float result values, recordedBy and raisedBy (a made-up User for an API token) and an
+inspection's characteristics stay with the resolvers: documents selecting them fall back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+from compiled_support import Case, differences, post, seed, two_apps
+
+from backend.auth import policy
+from backend.auth.models import User
+from backend.compiled.metrics import METRICS
+from backend.db import Database
+from backend.principal import Role
+from backend.settings import Settings
+
+MakeUser = Callable[..., Awaitable[tuple[User, str]]]
+
+ALL_INSPECTION_FIELDS = """
+  __typename id number status createdAt completedAt
+  lot { number status material { code } }
+  order { number workCenter { code } }
+  operation { sequence name status }
+  results { __typename passed note recordedAt characteristic { __typename id name kind unit } }
+"""
+
+ALL_DEVIATION_FIELDS = """
+  __typename id number title description severity status source disposition raisedAt
+  lots { __typename number quantity expiresAt }
+  order { number }
+  inspection { number status createdAt completedAt }
+  signatures { __typename meaning reason signedAt contentHash
+    signer { __typename id username displayName } }
+"""
+
+
+def corpus() -> list[Case]:
+    c, r = "compiled", "resolvers"
+    return [
+        (
+            "all inspection fields",
+            "{ inspections(first: 500) { __typename totalCount pageInfo { hasNextPage "
+            "hasPreviousPage startCursor endCursor } "
+            f"edges {{ __typename cursor node {{ {ALL_INSPECTION_FIELDS} }} }} }} }}",
+            {},
+            c,
+        ),
+        (
+            "inspections by status, a page of one",
+            "query S($s: [InspectionStatus!]) { inspections(first: 1, status: $s) { totalCount "
+            "pageInfo { hasNextPage endCursor } edges { node { number status } } } }",
+            {"s": ["OPEN", "PASSED"]},
+            c,
+        ),
+        (
+            "inspections: no match",
+            "{ inspections(status: []) { totalCount } x: inspections(first: 0) "
+            "{ pageInfo { hasNextPage startCursor } edges { cursor } } }",
+            {},
+            c,
+        ),
+        (
+            "inspection by number",
+            f"query I($n: String!) {{ inspection(number: $n) {{ {ALL_INSPECTION_FIELDS} }} }}",
+            {"n": " IN-2 😀 "},
+            c,
+        ),
+        ("inspection unknown", '{ inspection(number: "IN-9") { number } }', {}, c),
+        (
+            "all deviation fields",
+            "{ deviations(first: 500) { totalCount pageInfo { hasNextPage endCursor } "
+            f"edges {{ cursor node {{ {ALL_DEVIATION_FIELDS} }} }} }} }}",
+            {},
+            c,
+        ),
+        (
+            "deviations by status",
+            "{ deviations(status: [APPROVED, REJECTED]) { totalCount edges { node { number "
+            "disposition lots { number } signatures { signer { username } } } } } }",
+            {},
+            c,
+        ),
+        (
+            "deviation by number, lots by position",
+            f'{{ deviation(number: "DEV-1") {{ {ALL_DEVIATION_FIELDS} }} }}',
+            {},
+            c,
+        ),
+        (
+            "lots of an inspection's deviation: nested through a link",
+            '{ deviation(number: "DEV-1") { inspection { lot { number inspections '
+            "{ number } } results { passed } } lots { material { code } producedBy "
+            "{ number } } } }",
+            {},
+            c,
+        ),
+        # ---- the resolvers answer these
+        (
+            "Float: result value",
+            '{ inspection(number: "IN-1") { results { passed value } } }',
+            {},
+            r,
+        ),
+        (
+            "Float: characteristic limits",
+            '{ inspection(number: "IN-1") { results { characteristic { name nominal '
+            "upperLimit } } } }",
+            {},
+            r,
+        ),
+        (
+            "recordedBy: a made-up user for a token",
+            '{ inspection(number: "IN-1") { results { recordedBy { id username } } } }',
+            {},
+            r,
+        ),
+        (
+            "raisedBy: a made-up user for a token",
+            "{ deviations { edges { node { number raisedBy { id username displayName } } } } }",
+            {},
+            r,
+        ),
+        (
+            "an inspection's characteristics (the operation's or the material's)",
+            "{ inspections { edges { node { characteristics { name } } } } }",
+            {},
+            r,
+        ),
+        ("negative first", "{ deviations(first: -1) { totalCount } }", {}, r),
+    ]
+
+
+@pytest.fixture(scope="module")
+async def clients(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    async with two_apps(settings) as pair:
+        yield pair
+
+
+@pytest.mark.postgres
+async def test_quality_compiled_as_the_resolvers(
+    db: Database, clients: tuple[httpx.AsyncClient, httpx.AsyncClient], make_user: MakeUser
+) -> None:
+    on, off = clients
+    await seed(db)
+    _, token = await make_user("reader", Role.QUALITY)
+    problems = await differences(on, off, corpus(), token)
+    assert not problems, "\n\n".join(problems)
+
+
+@pytest.mark.postgres
+async def test_quality_role_checks_come_first(
+    db: Database,
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
+    make_user: MakeUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    on, off = clients
+    await seed(db)
+    queries = [
+        "{ deviations { totalCount edges { node { number lots { number } } } } }",
+        '{ inspection(number: "IN-1") { number results { passed } } }',
+    ]
+    for query in queries:
+        anonymous_on, path = await post(on, query, {}, None)
+        anonymous_off, _ = await post(off, query, {}, None)
+        assert anonymous_on == anonymous_off
+        assert b"UNAUTHENTICATED" in anonymous_on
+        assert path == "none"
+    monkeypatch.setitem(policy.QUERIES, "deviations", frozenset({Role.QUALITY}))
+    monkeypatch.setitem(policy.QUERIES, "inspection", frozenset({Role.QUALITY}))
+    _, token = await make_user("operator", Role.OPERATOR)
+    _, quality = await make_user("quality", Role.QUALITY)
+    for query in queries:
+        forbidden_on, path = await post(on, query, {}, token)
+        forbidden_off, _ = await post(off, query, {}, token)
+        assert forbidden_on == forbidden_off
+        assert b"FORBIDDEN" in forbidden_on
+        assert path == "none"
+        allowed_on, path = await post(on, query, {}, quality)
+        allowed_off, _ = await post(off, query, {}, quality)
+        assert allowed_on == allowed_off
+        assert path == "compiled"
+
+
+async def test_quality_sqlite_steps_aside(
+    db: Database, clients: tuple[httpx.AsyncClient, httpx.AsyncClient], make_user: MakeUser
+) -> None:
+    if db.dialect_name != "sqlite":
+        pytest.skip("SQLite only: on PostgreSQL the compiled path answers (tests above)")
+    on, off = clients
+    await seed(db)
+    _, token = await make_user("lite", Role.QUALITY)
+    before = METRICS.fallbacks["engine"]
+    compiled = [case for case in corpus() if case[3] == "compiled"]
+    for _, query, variables, _ in compiled:
+        body_on, path = await post(on, query, variables, token)
+        body_off, _ = await post(off, query, variables, token)
+        assert body_on == body_off
+        assert path == "resolvers"
+        assert b'"errors"' not in body_on
+    assert METRICS.fallbacks["engine"] == before + len(compiled)
