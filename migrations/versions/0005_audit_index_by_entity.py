@@ -7,10 +7,7 @@ Create Date: 2026-11-27 10:10:22.674600
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
-
-import backend.db
 
 revision: str = "0005"
 down_revision: str | None = "0004"
