@@ -80,3 +80,32 @@ export function Age(props: { fetchedAt: string | null; offline?: boolean }) {
     </p>
   );
 }
+
+/** How a read of one thing went: its age, "Loading…", a read error, or "there is no such
+ * thing" (offline: "not on this device yet"). */
+export function ReadState(props: {
+  read: { fetchedAt: string | null; offline: boolean; error: string | null; loading: boolean };
+  found: boolean;
+  what: string;
+  name: string;
+}) {
+  const { read, found, what, name } = props;
+  return (
+    <>
+      <Age fetchedAt={read.fetchedAt} offline={read.offline} />
+      {read.loading && !found && <p>Loading…</p>}
+      {read.error && (
+        <Notice kind="error">
+          Could not read the {what}: {read.error}
+        </Notice>
+      )}
+      {!read.loading && !found && !read.error && (
+        <Notice kind="warn">
+          {read.offline
+            ? `Offline, and this ${what} is not on this device yet. Open it once online.`
+            : `There is no ${what} ${name}.`}
+        </Notice>
+      )}
+    </>
+  );
+}

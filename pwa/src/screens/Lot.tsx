@@ -4,7 +4,7 @@ import { useEffect } from "preact/hooks";
 import { useQuery } from "../data";
 import { subscribe } from "../live";
 import { href } from "../router";
-import { Age, Notice, Page, Status } from "../ui";
+import { Page, ReadState, Status } from "../ui";
 import { LOT, formatDate, formatTime, lotKey, qty, type LotAnswer } from "../operator/common";
 
 export function LotScreen(props: { args: string[] }) {
@@ -22,16 +22,7 @@ export function LotScreen(props: { args: string[] }) {
 
   return (
     <Page title={`Lot ${number}`} back="#/">
-      <Age fetchedAt={lot.fetchedAt} offline={lot.offline} />
-      {lot.loading && !data && <p>Loading…</p>}
-      {lot.error && <Notice kind="error">Could not read the lot: {lot.error}</Notice>}
-      {!lot.loading && !data && !lot.error && (
-        <Notice kind="warn">
-          {lot.offline
-            ? "Offline, and this lot is not on this device yet. Open it once online."
-            : `There is no lot ${number}.`}
-        </Notice>
-      )}
+      <ReadState read={lot} found={!!data} what="lot" name={number} />
       {data && (
         <>
           <dl class="op-facts">

@@ -8,7 +8,7 @@ import type { Op } from "../db";
 import { subscribe } from "../live";
 import { enqueue, ops } from "../outbox";
 import { href } from "../router";
-import { Age, Button, Field, Notice, Page, Status } from "../ui";
+import { Button, Field, Notice, Page, ReadState, Status } from "../ui";
 import {
   ORDER,
   OpStatus,
@@ -76,16 +76,7 @@ export function Order(props: { args: string[] }) {
 
   return (
     <Page title={`Order ${number}`} back="#/">
-      <Age fetchedAt={order.fetchedAt} offline={order.offline} />
-      {order.loading && !data && <p>Loading…</p>}
-      {order.error && <Notice kind="error">Could not read the order: {order.error}</Notice>}
-      {!order.loading && !data && !order.error && (
-        <Notice kind="warn">
-          {order.offline
-            ? "Offline, and this order is not on this device yet. Open it once online."
-            : `There is no order ${number}.`}
-        </Notice>
-      )}
+      <ReadState read={order} found={!!data} what="order" name={number} />
       {data && (
         <>
           <dl class="op-facts">
