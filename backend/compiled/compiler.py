@@ -3,8 +3,10 @@
 The statement is built set-wise: each root list is a MATERIALIZED CTE (one keyset page), each
 to-one relation a LEFT JOIN, each to-many relation one CTE that aggregates the children of all
 parents at once (`GROUP BY fk`, `array_agg(... ORDER BY <resolver order>, id)`; through a link
-table, the CTE runs over the links joined to the targets), a list root one ordered aggregate
-over the whole table. Objects are sub-select records and lists `array_to_json(array_agg(...))`:
+table, the CTE runs over the links joined to the targets; for a declared query such as
+Lot.trace's recursive walk, one CTE of its rows and one aggregating CTE, the field's arguments
+parameters bound per request), a list root one ordered aggregate over the whole table.
+Objects are sub-select records and lists `array_to_json(array_agg(...))`:
 PostgreSQL prints both as compact JSON, byte for byte what orjson prints for the resolvers'
 answer. Scalars are printed
 as Strawberry serialises them (Decimal via `::text`, DateTime as `isoformat()`, ids and
@@ -25,6 +27,7 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLField,
     GraphQLSchema,
     InlineFragmentNode,
     NamedTypeNode,
@@ -35,7 +38,7 @@ from graphql import (
     is_abstract_type,
 )
 
-from backend.compiled.registry import Bound, BoundField, BoundRoot, BoundTable
+from backend.compiled.registry import Arg, Bound, BoundField, BoundRoot, BoundTable
 
 MAX_IDENTIFIER = 63  # PostgreSQL truncates longer column names: such an alias is refused
 
@@ -59,14 +62,26 @@ class RootSelection:
 class Slot:
     """One statement parameter: the root it belongs to and which of its values."""
 
-    root: str  # response key
-    name: str  # "size", "after", "previous" or a GraphQL argument name
+    root: str  # response key, or the site of a nested field's arguments
+    name: str  # "size", "after", "previous" or an argument name
+
+
+@dataclass(frozen=True)
+class NestedArguments:
+    """A nested field's arguments in the statement: their values are bound per request (from
+    the literals or the variables of `node`) into the slots (`site`, Python name)."""
+
+    site: str
+    definition: GraphQLField
+    node: FieldNode
+    args: tuple[tuple[str, str, Arg], ...]  # (GraphQL name, Python name, Arg)
 
 
 @dataclass
 class Statement:
     sql: str
     slots: list[Slot]
+    nested: list[NestedArguments] = field(default_factory=list)
 
 
 def directive_variables(
@@ -243,6 +258,7 @@ class StatementBuilder:
         self.roots = roots
         self.ctes: list[str] = []
         self.slots: list[Slot] = []
+        self.nested: list[NestedArguments] = []
         self.count = 0
 
     def _alias(self, prefix: str) -> str:
@@ -269,7 +285,9 @@ class StatementBuilder:
             columns.append(f"{expr} AS {_key(selection.key)}")
         body = f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
         with_ = f"WITH {', '.join(self.ctes)} " if self.ctes else ""
-        return Statement(f"{with_}SELECT convert_to(row_to_json({body})::text, 'UTF8')", self.slots)
+        return Statement(
+            f"{with_}SELECT convert_to(row_to_json({body})::text, 'UTF8')", self.slots, self.nested
+        )
 
     # ------------------------------------------------------------------ roots
 
@@ -405,14 +423,14 @@ class StatementBuilder:
         columns: list[str] = []
         for key, nodes in fields.items():
             name = nodes[0].name.value
-            if any(n.arguments for n in nodes):
-                raise NotCompilable("arguments", f"{scope.table.type_name}.{name}")
             if name == "__typename":
                 expr = _literal(scope.table.type_name)
             else:
                 mapped = scope.table.fields.get(name)
                 if mapped is None:
                     raise NotCompilable("unmapped_field", f"{scope.table.type_name}.{name}")
+                if not mapped.args and any(n.arguments for n in nodes):
+                    raise NotCompilable("arguments", f"{scope.table.type_name}.{name}")
                 expr = self._field(scope, mapped, nodes)
             columns.append(f"{expr} AS {_key(key)}")
         return f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
@@ -436,6 +454,8 @@ class StatementBuilder:
             return f'CASE WHEN {j}."id" IS NULL THEN NULL ELSE {record} END'
         if mapped.link is not None:
             return self._through(scope, mapped, target, subfields)
+        if mapped.kind == "from":
+            return self._from(scope, mapped, target, subfields, nodes)
         # to-many: one CTE aggregating the children of every parent row at once
         c, k, m = self._alias("c"), self._alias("k"), self._alias("m")
         keys = (
@@ -471,13 +491,51 @@ class StatementBuilder:
         )
         child = _Scope(c, target, keys)
         record = self._record(child, subfields)
-        order = ", ".join(f'{lk}."{o}"' for o in (*mapped.order_by, "id"))
+        order = ", ".join(
+            [f'{lk}."{o}"' for o in mapped.order_by]
+            + [f'{c}."{o}"' for o in mapped.target_order_by]
+            + [f'{lk}."id"']
+        )
         self.ctes.append(
             f'{m} AS MATERIALIZED (SELECT {lk}."{parent_fk}" AS k, '
             f"array_to_json(array_agg({record} ORDER BY {order})) AS j "
             f'FROM "{link}" {lk} JOIN "{target.table}" {c} ON {c}."id" = {lk}."{child_fk}" '
             f"{' '.join(child.joins)} "
             f'WHERE {lk}."{parent_fk}" IN ({scope.keys_sql}) GROUP BY {lk}."{parent_fk}")'
+        )
+        scope.joins.append(f'LEFT JOIN {m} ON {m}.k = {scope.alias}."id"')
+        return f"coalesce({m}.j, '[]'::json)"
+
+    def _from(
+        self,
+        scope: _Scope,
+        mapped: BoundField,
+        target: BoundTable,
+        subfields: dict[str, list[FieldNode]],
+        nodes: list[FieldNode],
+    ) -> str:
+        """A to-many whose rows a declared query picks, its arguments as parameters: one CTE
+        of (parent, target id, derived columns) for every parent row, one aggregating CTE."""
+        site = self._alias("a")
+        definition = self.compiler.schema.get_type(scope.table.type_name).fields[  # type: ignore[union-attr]
+            nodes[0].name.value
+        ]
+        self.nested.append(NestedArguments(site, definition, nodes[0], mapped.args))
+        parameters = {p: self._param(Slot(site, p), arg.cast) for _, p, arg in mapped.args}
+        w, c, x, m = self._alias("w"), self._alias("c"), self._alias("x"), self._alias("m")
+        self.ctes.append(
+            f"{w} AS MATERIALIZED ({mapped.source.format(keys=scope.keys_sql, **parameters)})"
+        )
+        child = _Scope(c, target, f'SELECT "id" FROM {w}')
+        record = self._record(child, subfields)
+        order = ", ".join(f'{c}."{o}"' for o in mapped.order_by)
+        derived = "".join(f', {w}."{d}"' for d in sorted(target.derived))
+        self.ctes.append(
+            f'{m} AS MATERIALIZED (SELECT {c}."k$" AS k, '
+            f"array_to_json(array_agg({record} ORDER BY {order})) AS j "
+            f'FROM (SELECT {w}."k" AS "k$"{derived}, {x}.* FROM {w} '
+            f'JOIN "{target.table}" {x} ON {x}."id" = {w}."id") {c} '
+            f'{" ".join(child.joins)} GROUP BY {c}."k$")'
         )
         scope.joins.append(f'LEFT JOIN {m} ON {m}.k = {scope.alias}."id"')
         return f"coalesce({m}.j, '[]'::json)"

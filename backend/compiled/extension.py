@@ -225,6 +225,13 @@ class CompiledReads(SchemaExtension):
             shape.statements[key] = statement
         if isinstance(statement, NotCompilable):
             raise statement
+        for nested in statement.nested:
+            try:
+                arguments = get_argument_values(nested.definition, nested.node, variable_values)
+            except GraphQLError as error:  # the resolver reports it
+                raise NotCompilable("arguments", error.message) from None
+            for graphql_name, python_name, arg in nested.args:
+                values[Slot(nested.site, python_name)] = arg.convert(arguments.get(graphql_name))
         parameters = [values[slot] for slot in statement.slots]
         try:
             return await _fetch(services, statement.sql, parameters)

@@ -10,6 +10,7 @@ Each domain declares its part once, next to its types (`backend/<domain>/compile
     REGISTRY.lookup(OrdersQuery, "production_order", ProductionOrder, filters={...})
     REGISTRY.listing(CatalogQuery, "work_centers", WorkCenter, order_by=("code",))
     "lots": ToManyThrough(DeviationLot, "deviation_id", "lot_id", order_by=("position",))
+    "trace": ToManyFrom(TRACE_SQL, {"max_depth": Arg("int4", convert)}, order_by=("depth", "id"))
 
 Names are the Python attribute names of the Strawberry types. A field that is not declared is
 not compilable: a document that selects it runs through the resolvers. `bind` checks every
@@ -84,9 +85,32 @@ class ToManyThrough:
     parent_fk: str
     child_fk: str
     order_by: tuple[str, ...] = ()
+    target_order_by: tuple[str, ...] = ()  # the target's columns, after the link's `order_by`
 
 
-FieldMap = Col | GlobalId | ToOne | ToMany | ToManyThrough
+@dataclass(frozen=True)
+class Arg:
+    """An argument of a nested field: `convert` turns graphql-core's coerced value into the
+    value of the statement parameter `{name}` (cast to `cast`), as the resolver reads it."""
+
+    cast: str
+    convert: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class ToManyFrom:
+    """A list field whose rows a declared query picks: `sql` gives rows (`k`, `id`,
+    `*derived`) -- `k` the parent's id among `{keys}` (a subquery of parent ids), `id` the
+    target's id, `derived` the target's columns that are not in its table -- in the resolver's
+    order `order_by` (columns of those rows). Each argument is `{name}` in `sql` (its Python
+    name), a statement parameter bound per request: never a literal."""
+
+    sql: str
+    args: dict[str, Arg]
+    order_by: tuple[str, ...]
+
+
+FieldMap = Col | GlobalId | ToOne | ToMany | ToManyThrough | ToManyFrom
 
 
 @dataclass(frozen=True)
@@ -105,6 +129,7 @@ class _Table:
     gql_type: type
     model: Any
     fields: dict[str, FieldMap]
+    derived: dict[str, Any]  # column name -> SQLAlchemy type, supplied by a ToManyFrom
 
 
 @dataclass(frozen=True)
@@ -129,6 +154,9 @@ class BoundField:
     order_by: tuple[str, ...] = ()
     type_name: str = ""  # for global ids
     link: tuple[str, str, str] | None = None  # (link table, parent fk, child fk) of a through
+    target_order_by: tuple[str, ...] = ()  # a through's order by the target's columns
+    source: str = ""  # a ToManyFrom's query
+    args: tuple[tuple[str, str, Arg], ...] = ()  # (GraphQL name, Python name, Arg) of a field
 
 
 @dataclass(frozen=True)
@@ -136,6 +164,7 @@ class BoundTable:
     type_name: str
     table: str
     fields: dict[str, BoundField]
+    derived: frozenset[str] = frozenset()  # columns only a ToManyFrom's rows have
 
 
 @dataclass(frozen=True)
@@ -179,8 +208,16 @@ class Registry:
         self._tables: list[_Table] = []
         self._roots: list[_Root] = []
 
-    def table(self, gql_type: type, model: Any, fields: dict[str, FieldMap]) -> None:
-        self._tables.append(_Table(gql_type, model, dict(fields)))
+    def table(
+        self,
+        gql_type: type,
+        model: Any,
+        fields: dict[str, FieldMap],
+        derived: dict[str, Any] | None = None,
+    ) -> None:
+        """`derived`: columns (name -> SQLAlchemy type) that the rows of a ToManyFrom add to
+        the table's; such a type is reachable through ToManyFrom fields only."""
+        self._tables.append(_Table(gql_type, model, dict(fields), dict(derived or {})))
 
     def connection(
         self, owner: type, field: str, model: Any, filters: dict[str, Filter] | None = None
@@ -211,6 +248,11 @@ class Registry:
                 raise MappingError(f"{definition.name} is not an object type of the schema")
             by_python = {f.python_name: f for f in definition.fields}
             columns = decl.model.__table__.c
+            types = {c.name: c.type for c in columns}
+            for name, derived_type in decl.derived.items():
+                if name in types:
+                    raise MappingError(f"{definition.name}: derived {name!r} is a column")
+                types[name] = derived_type
             fields: dict[str, BoundField] = {}
             for python_name, spec in decl.fields.items():
                 sfield = by_python.get(python_name)
@@ -220,15 +262,15 @@ class Registry:
                     raise MappingError(f"{definition.name}.{python_name} has permissions")
                 gname = names.get_graphql_name(sfield)
                 gfield = gtype.fields[gname]
-                if gfield.args:
-                    raise MappingError(f"{definition.name}.{gname} takes arguments")
                 where = f"{definition.name}.{gname}"
+                if gfield.args and not isinstance(spec, ToManyFrom):
+                    raise MappingError(f"{where} takes arguments")
                 named, _, is_list = _named(gfield.type)
                 if isinstance(spec, Col):
                     column = spec.column or python_name
-                    if column not in columns:
+                    if column not in types:
                         raise MappingError(f"{where}: no column {column!r}")
-                    printer = _printer(where, named, columns[column].type)
+                    printer = _printer(where, named, types[column])
                     fields[gname] = BoundField("scalar", column, printer)
                 elif isinstance(spec, GlobalId):
                     if getattr(named, "name", None) != "ID" or spec.column not in columns:
@@ -253,6 +295,27 @@ class Registry:
                         target=named.name,
                         order_by=spec.order_by,
                         link=(spec.link.__tablename__, spec.parent_fk, spec.child_fk),
+                        target_order_by=spec.target_order_by,
+                    )
+                elif isinstance(spec, ToManyFrom):
+                    if not is_list or not isinstance(named, GraphQLObjectType):
+                        raise MappingError(f"{where}: ToManyFrom needs a list of objects")
+                    by_python_arg = {a.python_name: a for a in sfield.arguments}
+                    if set(spec.args) != set(by_python_arg):
+                        raise MappingError(f"{where}: arguments {sorted(by_python_arg)} need Args")
+                    field_args = tuple(
+                        (names.get_graphql_name(by_python_arg[p]), p, arg)
+                        for p, arg in spec.args.items()
+                    )
+                    if set(gfield.args) != {a[0] for a in field_args}:
+                        raise MappingError(f"{where}: arguments differ from the schema's")
+                    fields[gname] = BoundField(
+                        "from",
+                        "id",
+                        target=named.name,
+                        order_by=spec.order_by,
+                        source=spec.sql,
+                        args=field_args,
                     )
                 else:
                     if not is_list or not isinstance(named, GraphQLObjectType):
@@ -261,19 +324,27 @@ class Registry:
                         "many", spec.fk, target=named.name, order_by=spec.order_by
                     )
             bound.tables[definition.name] = BoundTable(
-                definition.name, decl.model.__tablename__, fields
+                definition.name, decl.model.__tablename__, fields, frozenset(decl.derived)
             )
         # Targets must be mapped tables whose columns exist.
         models = {d.gql_type.__strawberry_definition__.name: d.model for d in self._tables}  # type: ignore[attr-defined]
         for table in bound.tables.values():
             for name, f in table.fields.items():
-                if f.kind in ("one", "many") and f.target not in bound.tables:
-                    raise MappingError(f"{table.type_name}.{name}: {f.target} is not mapped")
+                where = f"{table.type_name}.{name}"
+                if f.kind in ("one", "many", "from") and f.target not in bound.tables:
+                    raise MappingError(f"{where}: {f.target} is not mapped")
+                if f.kind in ("one", "many") and bound.tables[f.target].derived:
+                    raise MappingError(f"{where}: {f.target} has derived columns")
                 if f.kind == "many" and f.link is None:
                     child = models[f.target].__table__.c
                     for column in (f.column, *f.order_by):
                         if column not in child:
-                            raise MappingError(f"{table.type_name}.{name}: no column {column!r}")
+                            raise MappingError(f"{where}: no column {column!r}")
+                if f.kind == "many" and f.link is not None:
+                    child = models[f.target].__table__.c
+                    for column in f.target_order_by:
+                        if column not in child:
+                            raise MappingError(f"{where}: no column {column!r}")
         for root in self._roots:
             definition = root.owner.__strawberry_definition__  # type: ignore[attr-defined]
             sfield = next((f for f in definition.fields if f.python_name == root.field), None)
@@ -309,6 +380,8 @@ class Registry:
                 raise MappingError(f"Query.{gname}: arguments {sorted(args)} need filters")
             if node_type.name not in bound.tables:
                 raise MappingError(f"Query.{gname}: {node_type.name} is not mapped")
+            if bound.tables[node_type.name].derived:
+                raise MappingError(f"Query.{gname}: {node_type.name} has derived columns")
             largest = largest_key(root.model.__table__.c["id"].type)
             bound.roots[gname] = BoundRoot(
                 root.kind,

@@ -1,6 +1,6 @@
 """The orders types and roots that compiled reads may print straight from their tables
 (see backend/compiled), declared as their resolvers in schema.py read them. Fields not listed
-(characteristics, inspections, producedLots, deviations) run through their resolvers;
+(characteristics, inspections, deviations) run through their resolvers;
 Consumption is declared in backend/lots/compiled.py. Every field listed here must be selected
 by a compiled document of the differential corpora (tests/compiled/test_compiled_coverage.py)."""
 
@@ -71,6 +71,8 @@ REGISTRY.table(
         # loaders.operations_of_order / components_of_order: by sequence / position
         "operations": ToMany("order_id", order_by=("sequence",)),
         "components": ToMany("order_id", order_by=("position",)),
+        # loaders.lots_produced_by_order: by id (Lot: backend/lots/compiled.py)
+        "produced_lots": ToMany("produced_by_order_id"),
         "created_at": Col(),
         "updated_at": Col(),
     },

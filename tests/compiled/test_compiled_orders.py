@@ -253,8 +253,8 @@ def _corpus(cursor_2: str, cursor_last: str) -> list[tuple[str, str, dict[str, A
             r,
         ),
         (
-            "non-compilable field (producedLots)",
-            '{ productionOrder(number: "PO-0002") { number producedLots { id } } }',
+            "non-compilable field (deviations)",
+            '{ productionOrder(number: "PO-0002") { number deviations { id } } }',
             {},
             r,
         ),

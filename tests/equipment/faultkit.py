@@ -276,12 +276,13 @@ class TcpProxy:
         self._open.set()
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Known at once: a task cancelled by `close` before it first runs never closes it.
+        self._writers.add(writer)
         task = asyncio.ensure_future(self._serve(reader, writer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
         upstream: asyncio.StreamWriter | None = None
         try:
             await self._open.wait()
@@ -335,6 +336,9 @@ class TcpProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for w in list(self._writers):
             w.close()
+            with contextlib.suppress(Exception):
+                await w.wait_closed()
+        self._writers.clear()
 
 
 # ---------------------------------------------------------------- the bridge's outbox
