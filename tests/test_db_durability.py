@@ -33,3 +33,29 @@ def test_an_unknown_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MES_SQLITE_SYNCHRONOUS", "OFF")
     with pytest.raises(ValueError, match="sqlite_synchronous"):
         Settings()
+
+
+@pytest.mark.postgres
+async def test_a_pooled_connection_killed_while_idle_is_replaced_before_use(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool pings a connection only after an idle spell; a dead one is then dropped and
+    the session gets a live one (a database restart costs no failed request)."""
+    from backend import db as db_module
+
+    db = Database(settings.database_url)
+    try:
+        async with db.read() as session:
+            first = await session.scalar(text("SELECT pg_backend_pid()"))
+        killer = Database(settings.database_url)
+        try:
+            async with killer.read() as session:
+                assert await session.scalar(text("SELECT pg_terminate_backend(:p)"), {"p": first})
+        finally:
+            await killer.dispose()
+        monkeypatch.setattr(db_module, "PING_AFTER_IDLE_S", 0.0)  # it has been idle "long"
+        async with db.read() as session:
+            second = await session.scalar(text("SELECT pg_backend_pid()"))
+        assert second != first
+    finally:
+        await db.dispose()
