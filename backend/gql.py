@@ -27,6 +27,7 @@ from graphql import (
 )
 from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from strawberry.extensions import SchemaExtension
 from strawberry.types.nodes import Selection
@@ -209,11 +210,13 @@ async def paginate(
     after: str | None,
     convert: Callable[[R], T],
     connection: type[Connection[T]] = Connection,
+    prefetch: Callable[[AsyncSession, list[T]], Awaitable[None]] | None = None,
 ) -> Connection[T]:
     """One keyset page of `stmt` in ascending `key` order (the primary key).
 
     Keyset, not OFFSET: a page costs the same at row 10 as at row 1,000,000, and rows added
-    while a client pages never shift what it sees.
+    while a client pages never shift what it sees. `prefetch` gets the page's nodes in the
+    page's session, to load what the query selects under them at once.
     """
     size = page_size(info.context.settings, first)
     page_stmt = stmt
@@ -221,9 +224,13 @@ async def paginate(
         page_stmt = page_stmt.where(key > decode_cursor(after, largest_key(key.type)))
     async with info.context.db.read() as session:
         rows = list((await session.scalars(page_stmt.order_by(key).limit(size + 1))).all())
-    has_next = len(rows) > size
-    rows = rows[:size]
-    edges = [Edge(cursor=encode_cursor(getattr(row, key.key)), node=convert(row)) for row in rows]
+        has_next = len(rows) > size
+        rows = rows[:size]
+        edges = [
+            Edge(cursor=encode_cursor(getattr(row, key.key)), node=convert(row)) for row in rows
+        ]
+        if prefetch is not None:
+            await prefetch(session, [edge.node for edge in edges])
 
     async def count() -> int:
         async with info.context.db.read() as session:

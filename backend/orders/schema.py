@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections import defaultdict
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
+from backend.catalog.models import Material, WorkCenter
 from backend.catalog.schema import (
     CharacteristicInput,
     CharacteristicType,
@@ -66,6 +71,24 @@ async def _work_center(info: Info, pk: int | None) -> WorkCenterType | None:
     return WorkCenterType.from_row(row) if row else None
 
 
+async def _material(info: Info, pk: int) -> MaterialType:
+    row = await info.context.loaders.material.load(pk)
+    assert row is not None  # a foreign key
+    return MaterialType.from_row(row)
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+# Relations a list resolver loaded with its page (see `_order_prefetch`) are plain attributes,
+# returned synchronously; anything else (a single order, a payload, `node`) goes through the
+# operation's DataLoaders. Same answers either way, but a page resolved without an await per
+# field costs far less. UNSET tells "not loaded" from a loaded null.
+UNSET: Any = _Unset()
+
+
 @strawberry.type(name="OrderOperation")
 class OrderOperationType(Node):
     pk: strawberry.Private[int]
@@ -78,10 +101,16 @@ class OrderOperationType(Node):
     quantity_scrap: Decimal
     started_at: dt.datetime | None
     completed_at: dt.datetime | None
+    _work_center: strawberry.Private[WorkCenterType | None] = UNSET
 
-    @strawberry.field
-    async def work_center(self, info: Info) -> WorkCenterType | None:
-        return await _work_center(info, self.work_center_pk)
+    # graphql_type: the resolver answers a value, or an awaitable when nothing was prefetched.
+    @strawberry.field(graphql_type=WorkCenterType | None)  # type: ignore[untyped-decorator]
+    def work_center(self, info: Info) -> WorkCenterType | Awaitable[WorkCenterType | None] | None:
+        if self.work_center_pk is None:
+            return None
+        if self._work_center is not UNSET:
+            return self._work_center
+        return _work_center(info, self.work_center_pk)
 
     @strawberry.field
     async def characteristics(self, info: Info) -> list[CharacteristicType]:
@@ -119,12 +148,13 @@ class OrderComponentType:
     quantity_required: Decimal
     quantity_consumed: Decimal
     operation_sequence: int | None
+    _material: strawberry.Private[MaterialType | None] = None
 
-    @strawberry.field
-    async def material(self, info: Info) -> MaterialType:
-        row = await info.context.loaders.material.load(self.material_pk)
-        assert row is not None  # a foreign key
-        return MaterialType.from_row(row)
+    @strawberry.field(graphql_type=MaterialType)  # type: ignore[untyped-decorator]
+    def material(self, info: Info) -> MaterialType | Awaitable[MaterialType]:
+        if self._material is not None:
+            return self._material
+        return _material(info, self.material_pk)
 
     @strawberry.field
     async def consumptions(self, info: Info) -> list[ConsumptionRef]:
@@ -159,24 +189,46 @@ class ProductionOrderType(Node):
     due_at: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    _product: strawberry.Private[MaterialType | None] = None
+    _work_center: strawberry.Private[WorkCenterType | None] = UNSET
+    _operations: strawberry.Private[list[OrderOperationType] | None] = None
+    _components: strawberry.Private[list[OrderComponentType] | None] = None
 
-    @strawberry.field
-    async def product(self, info: Info) -> MaterialType:
-        row = await info.context.loaders.material.load(self.product_pk)
-        assert row is not None  # a foreign key
-        return MaterialType.from_row(row)
+    @strawberry.field(graphql_type=MaterialType)  # type: ignore[untyped-decorator]
+    def product(self, info: Info) -> MaterialType | Awaitable[MaterialType]:
+        if self._product is not None:
+            return self._product
+        return _material(info, self.product_pk)
 
-    @strawberry.field
-    async def work_center(self, info: Info) -> WorkCenterType | None:
-        return await _work_center(info, self.work_center_pk)
+    @strawberry.field(graphql_type=WorkCenterType | None)  # type: ignore[untyped-decorator]
+    def work_center(self, info: Info) -> WorkCenterType | Awaitable[WorkCenterType | None] | None:
+        if self.work_center_pk is None:
+            return None
+        if self._work_center is not UNSET:
+            return self._work_center
+        return _work_center(info, self.work_center_pk)
 
-    @strawberry.field
-    async def operations(self, info: Info) -> list[OrderOperationType]:
+    @strawberry.field(graphql_type=list[OrderOperationType])  # type: ignore[untyped-decorator]
+    def operations(
+        self, info: Info
+    ) -> list[OrderOperationType] | Awaitable[list[OrderOperationType]]:
+        if self._operations is not None:
+            return self._operations
+        return self._load_operations(info)
+
+    async def _load_operations(self, info: Info) -> list[OrderOperationType]:
         rows = await info.context.loaders.operations_of_order.load(self.pk)
         return [OrderOperationType.from_row(r) for r in rows]
 
-    @strawberry.field
-    async def components(self, info: Info) -> list[OrderComponentType]:
+    @strawberry.field(graphql_type=list[OrderComponentType])  # type: ignore[untyped-decorator]
+    def components(
+        self, info: Info
+    ) -> list[OrderComponentType] | Awaitable[list[OrderComponentType]]:
+        if self._components is not None:
+            return self._components
+        return self._load_components(info)
+
+    async def _load_components(self, info: Info) -> list[OrderComponentType]:
         rows = await info.context.loaders.components_of_order.load(self.pk)
         return [OrderComponentType.from_row(r) for r in rows]
 
@@ -349,6 +401,107 @@ def _present_operation(info: Info) -> Callable[[dict[str, Any]], Awaitable[dict[
     return present
 
 
+def _subselections(selections: Sequence[Selection], name: str) -> list[Selection] | None:
+    """What the fields called `name` among `selections` (fragments included) select in all;
+    None when no field is called that."""
+    found: list[Selection] | None = None
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            if selection.name == name:
+                found = (found or []) + list(selection.selections)
+        elif isinstance(selection, FragmentSpread | InlineFragment):
+            inner = _subselections(selection.selections, name)
+            if inner is not None:
+                found = (found or []) + inner
+    return found
+
+
+def _order_prefetch(
+    info: Info,
+) -> Callable[[AsyncSession, list[ProductionOrderType]], Awaitable[None]]:
+    """Loads, for a page of orders and in the page's session, the relations the query selects
+    under `edges.node` (product, workCenter, operations with their work centers, components
+    with their materials): one Core statement per table, no ORM objects, in the orders the
+    DataLoaders use, so the answers are the same as theirs."""
+    # selected_fields: the productionOrders field itself (each node of it, when merged).
+    connection = [s for field in info.selected_fields for s in field.selections]
+    node = _subselections(_subselections(connection, "edges") or [], "node") or []
+    want_product = _subselections(node, "product") is not None
+    want_work_center = _subselections(node, "workCenter") is not None
+    operations = _subselections(node, "operations")
+    components = _subselections(node, "components")
+    want_operation_wc = (
+        operations is not None and _subselections(operations, "workCenter") is not None
+    )
+    want_material = components is not None and _subselections(components, "material") is not None
+
+    async def prefetch(session: AsyncSession, orders: list[ProductionOrderType]) -> None:
+        if not orders:
+            return
+        ids = [o.pk for o in orders]
+        ops: dict[int, list[OrderOperationType]] = defaultdict(list)
+        if operations is not None:
+            table = OrderOperation.__table__
+            for row in await session.execute(
+                select(table).where(table.c.order_id.in_(ids)).order_by(table.c.sequence)
+            ):
+                ops[row.order_id].append(OrderOperationType.from_row(row))  # type: ignore[arg-type]
+        comps: dict[int, list[OrderComponentType]] = defaultdict(list)
+        if components is not None:
+            table = OrderComponent.__table__
+            for row in await session.execute(
+                select(table).where(table.c.order_id.in_(ids)).order_by(table.c.position)
+            ):
+                comps[row.order_id].append(OrderComponentType.from_row(row))  # type: ignore[arg-type]
+        material_ids: set[int] = set()
+        if want_product:
+            material_ids.update(o.product_pk for o in orders)
+        if want_material:
+            material_ids.update(c.material_pk for cs in comps.values() for c in cs)
+        center_ids: set[int] = set()
+        if want_work_center:
+            center_ids.update(o.work_center_pk for o in orders if o.work_center_pk is not None)
+        if want_operation_wc:
+            center_ids.update(
+                op.work_center_pk
+                for os in ops.values()
+                for op in os
+                if op.work_center_pk is not None
+            )
+        materials: dict[int, MaterialType] = {}
+        if material_ids:
+            table = Material.__table__
+            for row in await session.execute(
+                select(table).where(table.c.id.in_(sorted(material_ids)))
+            ):
+                materials[row.id] = MaterialType.from_row(row)  # type: ignore[arg-type]
+        centers: dict[int, WorkCenterType] = {}
+        if center_ids:
+            table = WorkCenter.__table__
+            for row in await session.execute(
+                select(table).where(table.c.id.in_(sorted(center_ids)))
+            ):
+                centers[row.id] = WorkCenterType.from_row(row)  # type: ignore[arg-type]
+        for order in orders:
+            if want_product:
+                order._product = materials.get(order.product_pk)
+            if want_work_center and order.work_center_pk is not None:
+                order._work_center = centers.get(order.work_center_pk)
+            if operations is not None:
+                order._operations = ops.get(order.pk, [])
+                if want_operation_wc:
+                    for op in order._operations:
+                        if op.work_center_pk is not None:
+                            op._work_center = centers.get(op.work_center_pk)
+            if components is not None:
+                order._components = comps.get(order.pk, [])
+                if want_material:
+                    for component in order._components:
+                        component._material = materials.get(component.material_pk)
+
+    return prefetch
+
+
 @strawberry.type
 class OrdersQuery:
     @strawberry.field
@@ -374,6 +527,7 @@ class OrdersQuery:
             first,
             after,
             ProductionOrderType.from_row,
+            prefetch=_order_prefetch(info),
         )
 
 
