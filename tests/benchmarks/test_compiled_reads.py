@@ -159,10 +159,10 @@ async def postmaster_pid() -> int | None:
     """The PostgreSQL server's process id when it runs on this machine (else None)."""
     conn = await asyncpg.connect(_admin_dsn())
     try:
-        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        # Read while the connection lives: its backend process ends with it.
+        return _parent_pid(await conn.fetchval("SELECT pg_backend_pid()"))
     finally:
         await conn.close()
-    return _parent_pid(backend)
 
 
 def _parent_pid(pid: int) -> int | None:
