@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from compiled_support import differences, post, two_apps
 
-from backend.app import create_app
 from backend.auth import policy
 from backend.auth.models import User
 from backend.catalog.models import Material, MaterialKind, WorkCenter
@@ -387,35 +387,8 @@ async def seed(db: Database) -> dict[str, Any]:
 async def clients(
     settings: Settings, db: Database
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
-    """(compiled reads on, compiled reads off), two apps over the one test database."""
-    on = create_app(settings.model_copy(update={"compiled_reads": True}))
-    off = create_app(settings.model_copy(update={"compiled_reads": False}))
-    async with (
-        on.router.lifespan_context(on),
-        off.router.lifespan_context(off),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=on), base_url="http://on") as c_on,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=off), base_url="http://off") as c_off,
-    ):
-        yield c_on, c_off
-
-
-async def _post(
-    client: httpx.AsyncClient, query: str, variables: dict[str, Any], token: str | None
-) -> tuple[bytes, str]:
-    """(body, the path that served it)."""
-    variables = dict(variables)
-    name = variables.pop("__operationName", None)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    before = dict(METRICS.reads)
-    response = await client.post(
-        "/graphql",
-        json={"query": query, "variables": variables, "operationName": name},
-        headers=headers,
-    )
-    assert response.status_code == 200, response.text
-    after = METRICS.reads
-    served = [p for p in after if after[p] != before.get(p, 0)]
-    return response.content, served[0] if len(served) == 1 else "none"
+    async with two_apps(settings) as pair:
+        yield pair
 
 
 MakeUser = Callable[..., Awaitable[tuple[User, str]]]
@@ -429,24 +402,9 @@ async def test_compiled_reads_answer_as_the_resolvers(
     facts = await seed(db)
     _, token = await make_user("reader", Role.SUPERVISOR)
     corpus = _corpus(facts["cursor_2"], facts["cursor_last"])
-    problems: list[str] = []
-    for name, query, variables, expected in corpus:
-        body_on, path_on = await _post(on, query, variables, token)
-        body_off, path_off = await _post(off, query, variables, token)
-        if body_on != body_off:
-            problems.append(
-                f"{name}: bodies differ\n on: {body_on[:600]!r}\noff: {body_off[:600]!r}"
-            )
-        if path_off not in ("resolvers", "none"):
-            problems.append(f"{name}: compiled reads off, yet served by {path_off}")
-        if expected == "compiled" and path_on != "compiled":
-            problems.append(f"{name}: served by {path_on}, expected compiled")
-        if expected == "resolvers" and path_on == "compiled":
-            problems.append(f"{name}: served compiled, expected the resolvers")
-        if expected == "compiled" and b'"errors"' in body_on:
-            problems.append(f"{name}: errors in a compiled case: {body_on[:300]!r}")
+    problems = await differences(on, off, corpus, token)
     # Pages of 500 really ran: the big documents were not trivially small.
-    big, _ = await _post(on, corpus[2][1], {}, token)
+    big, _ = await post(on, corpus[2][1], {}, token)
     assert big.count(b'"cursor"') == 500
     assert not problems, "\n\n".join(problems)
 
@@ -467,8 +425,8 @@ async def test_paging_through_every_order_compiled(
     after: str | None = None
     pages = 0
     while True:
-        body_on, path = await _post(on, query, {"after": after}, token)
-        body_off, _ = await _post(off, query, {"after": after}, token)
+        body_on, path = await post(on, query, {"after": after}, token)
+        body_off, _ = await post(off, query, {"after": after}, token)
         assert body_on == body_off
         assert path == "compiled"
         page = httpx.Response(200, content=body_on).json()["data"]["productionOrders"]
@@ -490,21 +448,21 @@ async def test_role_checks_come_first(
     on, off = clients
     await seed(db)
     query = "{ productionOrders(first: 2) { totalCount edges { node { number } } } }"
-    anonymous_on, path = await _post(on, query, {}, None)
-    anonymous_off, _ = await _post(off, query, {}, None)
+    anonymous_on, path = await post(on, query, {}, None)
+    anonymous_off, _ = await post(off, query, {}, None)
     assert anonymous_on == anonymous_off
     assert b"UNAUTHENTICATED" in anonymous_on
     assert path == "none"  # refused before any path ran
     monkeypatch.setitem(policy.QUERIES, "productionOrders", frozenset({Role.ADMIN}))
     _, token = await make_user("operator", Role.OPERATOR)
-    forbidden_on, path = await _post(on, query, {}, token)
-    forbidden_off, _ = await _post(off, query, {}, token)
+    forbidden_on, path = await post(on, query, {}, token)
+    forbidden_off, _ = await post(off, query, {}, token)
     assert forbidden_on == forbidden_off
     assert b"FORBIDDEN" in forbidden_on
     assert path == "none"
     _, admin = await make_user("admin", Role.ADMIN)
-    allowed_on, path = await _post(on, query, {}, admin)
-    allowed_off, _ = await _post(off, query, {}, admin)
+    allowed_on, path = await post(on, query, {}, admin)
+    allowed_off, _ = await post(off, query, {}, admin)
     assert allowed_on == allowed_off
     assert path == "compiled"
 
@@ -516,8 +474,8 @@ async def test_metrics_count_paths_and_fallbacks(
     on, _ = clients
     await seed(db)
     _, token = await make_user("metered", Role.SUPERVISOR)
-    await _post(on, "{ productionOrders { totalCount } }", {}, token)
-    await _post(on, "{ productionOrders(first: -1) { totalCount } }", {}, token)
+    await post(on, "{ productionOrders { totalCount } }", {}, token)
+    await post(on, "{ productionOrders(first: -1) { totalCount } }", {}, token)
     text = (await on.get("/metrics")).text
     assert re.search(r'^mes_graphql_reads_total\{path="compiled"\} [1-9]', text, re.M)
     assert re.search(r'^mes_graphql_reads_total\{path="resolvers"\} [1-9]', text, re.M)
@@ -540,8 +498,8 @@ async def test_sqlite_steps_aside(
         (f'{{ productionOrder(number: "PO-0002") {{ {ALL_ORDER_FIELDS} }} }}', {}),
         ("{ productionOrders(first: 0) { totalCount pageInfo { hasNextPage } } }", {}),
     ]:
-        body_on, path = await _post(on, query, variables, token)
-        body_off, _ = await _post(off, query, variables, token)
+        body_on, path = await post(on, query, variables, token)
+        body_off, _ = await post(off, query, variables, token)
         assert body_on == body_off
         assert path == "resolvers"
         assert b'"errors"' not in body_on
@@ -574,7 +532,7 @@ async def test_statements_hold_no_values(
             f'productionOrders(first: {first}, workCenter: "{wc}", status: [PLANNED]) '
             "{ totalCount edges { node { number } } } }"
         )
-        _, path = await _post(on, query, {}, token)
+        _, path = await post(on, query, {}, token)
         assert path == "compiled"
     (sql_a, params_a), (sql_b, params_b) = seen
     assert sql_a == sql_b
