@@ -118,6 +118,33 @@ async def differences(
     return problems
 
 
+async def assert_role_checks_come_first(
+    on: httpx.AsyncClient,
+    off: httpx.AsyncClient,
+    queries: list[str],
+    operator: str,
+    quality: str,
+) -> None:
+    """Each query (its root fields readable by QUALITY only, as the caller has set the policy):
+    anonymous, an OPERATOR and a QUALITY user get the same answer both ways, and the compiled
+    path runs only for the allowed one."""
+    for query in queries:
+        anonymous_on, path = await post(on, query, {}, None)
+        anonymous_off, _ = await post(off, query, {}, None)
+        assert anonymous_on == anonymous_off
+        assert b"UNAUTHENTICATED" in anonymous_on
+        assert path == "none"
+        forbidden_on, path = await post(on, query, {}, operator)
+        forbidden_off, _ = await post(off, query, {}, operator)
+        assert forbidden_on == forbidden_off
+        assert b"FORBIDDEN" in forbidden_on
+        assert path == "none"
+        allowed_on, path = await post(on, query, {}, quality)
+        allowed_off, _ = await post(off, query, {}, quality)
+        assert allowed_on == allowed_off
+        assert path == "compiled"
+
+
 def selected_fields(schema: GraphQLSchema, corpus: list[Case]) -> set[tuple[str, str]]:
     """(type, field) pairs selected by the corpus's compiled documents."""
     selected: set[tuple[str, str]] = set()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
-from compiled_support import Case, differences, post, seed, two_apps
+from compiled_support import Case, assert_role_checks_come_first, differences, post, seed, two_apps
 
 from backend.auth import policy
 from backend.auth.models import User
@@ -164,26 +164,11 @@ async def test_quality_role_checks_come_first(
         "{ deviations { totalCount edges { node { number lots { number } } } } }",
         '{ inspection(number: "IN-1") { number results { passed } } }',
     ]
-    for query in queries:
-        anonymous_on, path = await post(on, query, {}, None)
-        anonymous_off, _ = await post(off, query, {}, None)
-        assert anonymous_on == anonymous_off
-        assert b"UNAUTHENTICATED" in anonymous_on
-        assert path == "none"
     monkeypatch.setitem(policy.QUERIES, "deviations", frozenset({Role.QUALITY}))
     monkeypatch.setitem(policy.QUERIES, "inspection", frozenset({Role.QUALITY}))
-    _, token = await make_user("operator", Role.OPERATOR)
+    _, operator = await make_user("operator", Role.OPERATOR)
     _, quality = await make_user("quality", Role.QUALITY)
-    for query in queries:
-        forbidden_on, path = await post(on, query, {}, token)
-        forbidden_off, _ = await post(off, query, {}, token)
-        assert forbidden_on == forbidden_off
-        assert b"FORBIDDEN" in forbidden_on
-        assert path == "none"
-        allowed_on, path = await post(on, query, {}, quality)
-        allowed_off, _ = await post(off, query, {}, quality)
-        assert allowed_on == allowed_off
-        assert path == "compiled"
+    await assert_role_checks_come_first(on, off, queries, operator, quality)
 
 
 async def test_quality_sqlite_steps_aside(
