@@ -101,8 +101,7 @@ class MesGraphQL(GraphQL[Context, None]):
     async def _principal(self, services: Services, token: str | None) -> Principal | None:
         if token is None:
             return None
-        async with services.db.read() as session:
-            return await auth_service.authenticate(session, services.settings, token)
+        return await services.principals.authenticate(services.db, services.settings, token)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

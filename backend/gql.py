@@ -33,6 +33,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.nodes import Selection
 
 from backend.auth import policy
+from backend.auth.service import PrincipalCache
 from backend.db import largest_key
 from backend.errors import DomainError, ErrorCode, Problem
 from backend.principal import Principal
@@ -61,6 +62,7 @@ class Services:
     db: Database
     broadcast: Broadcast
     jobs: JobQueue
+    principals: PrincipalCache = field(default_factory=PrincipalCache)
 
 
 @dataclass

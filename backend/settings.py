@@ -24,6 +24,9 @@ class Settings(BaseSettings):
 
     # Sign-in
     token_ttl_seconds: int = Field(default=12 * 3600, gt=0)
+    # How long a process trusts a token it has looked up: a revoked token, or a user
+    # deactivated or given other roles, takes effect within this time (0: every request).
+    auth_cache_seconds: float = Field(default=5.0, ge=0)
     login_free_failures: int = Field(default=3, ge=0)
     login_base_delay_seconds: float = Field(default=5.0, ge=0)
     login_max_delay_seconds: float = Field(default=60.0, ge=0)

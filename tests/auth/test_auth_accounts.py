@@ -323,8 +323,28 @@ async def _refused(caller: Gql) -> bool:
     )
 
 
+AUTH_CACHE_SECONDS = 0.3
+
+
+@pytest.fixture
+def short_auth_cache(app: Any, monkeypatch: pytest.MonkeyPatch) -> float:
+    """The app trusts a token it has looked up for AUTH_CACHE_SECONDS (default 5 s)."""
+    services = app.state.services
+    settings = services.settings.model_copy(update={"auth_cache_seconds": AUTH_CACHE_SECONDS})
+    monkeypatch.setattr(services, "settings", settings)
+    return AUTH_CACHE_SECONDS
+
+
+async def _refused_after_the_cache(caller: Gql, cache_seconds: float) -> None:
+    """Still served at once (the process trusts what it looked up), refused once the
+    cache time has passed."""
+    assert not await _refused(caller)
+    await asyncio.sleep(cache_seconds + 0.05)
+    assert await _refused(caller)
+
+
 async def test_a_revoked_token_stops_working(
-    as_role: AsRole, anonymous: Gql, app: Any, db: Database
+    as_role: AsRole, anonymous: Gql, app: Any, db: Database, short_auth_cache: float
 ) -> None:
     admin = await as_role(Role.ADMIN)
     token = await _make_token(admin, "erp-link", "ERP")
@@ -335,7 +355,7 @@ async def test_a_revoked_token_stops_working(
     async with transaction(db, SYSTEM) as uow:
         await auth_service.revoke_api_token(uow, "erp-link")
 
-    assert await _refused(erp)
+    await _refused_after_the_cache(erp, short_auth_cache)
     upsert = await erp(UPSERT_MATERIAL, {"code": "FLOUR"})
     assert upsert["data"] is None
     assert not await _refused(bearer(anonymous, other))
@@ -345,6 +365,31 @@ async def test_a_revoked_token_stops_working(
         )
     assert last is not None
     assert (last.action, last.entity_type, last.actor) == ("token.revoke", "ApiToken", "system")
+
+
+async def test_a_new_token_works_at_once_after_an_unknown_one_was_refused(
+    as_role: AsRole, anonymous: Gql, app: Any
+) -> None:
+    """Only valid tokens are remembered: a refusal is never cached."""
+    admin = await as_role(Role.ADMIN)
+    assert await _refused(bearer(anonymous, "mes_not-a-token"))
+    token = await _make_token(admin, "erp-link", "ERP")
+    assert not await _refused(bearer(anonymous, token))
+
+
+async def test_with_no_auth_cache_a_revoked_token_is_refused_at_once(
+    as_role: AsRole, anonymous: Gql, app: Any, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = app.state.services
+    monkeypatch.setattr(
+        services, "settings", services.settings.model_copy(update={"auth_cache_seconds": 0})
+    )
+    admin = await as_role(Role.ADMIN)
+    erp = bearer(anonymous, await _make_token(admin, "erp-link", "ERP"))
+    assert not await _refused(erp)
+    async with transaction(db, SYSTEM) as uow:
+        await auth_service.revoke_api_token(uow, "erp-link")
+    assert await _refused(erp)
 
 
 async def test_revoking_an_unknown_token_is_not_found(db: Database) -> None:
@@ -379,7 +424,12 @@ async def _run_mes(
 
 
 async def test_mes_revoke_token_from_the_command_line(
-    as_role: AsRole, anonymous: Gql, settings: Settings, repo_root: Path, tmp_path: Path
+    as_role: AsRole,
+    anonymous: Gql,
+    settings: Settings,
+    repo_root: Path,
+    tmp_path: Path,
+    short_auth_cache: float,
 ) -> None:
     admin = await as_role(Role.ADMIN)
     token = await _make_token(admin, "erp-link", "ERP")
@@ -390,6 +440,7 @@ async def test_mes_revoke_token_from_the_command_line(
 
     assert code == 0, err
     assert "erp-link" in out
+    await asyncio.sleep(short_auth_cache + 0.05)  # the `mes` process cannot tell the server
     assert await _refused(erp)
 
     code, out, err = await _run_mes(repo_root, settings, tmp_path, "revoke-token", "no-such-token")
