@@ -21,6 +21,7 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLObjectType,
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
@@ -30,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from strawberry.extensions import SchemaExtension
+from strawberry.types.field import StrawberryField
 from strawberry.types.nodes import Selection
 
 from backend.auth import policy
@@ -549,3 +551,68 @@ async def resolve_node(info: Info, global_id: str) -> Any:
         return None
     row = await kind.loader(info.context.loaders).load(parsed[1])
     return None if row is None else kind.convert(row)
+
+
+# ------------------------------------------------------------------ resolvers without wrappers
+
+PLAIN = "mes.plain"
+_BACKREF = "strawberry-definition"  # GraphQLCoreConverter.DEFINITION_BACKREF
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def plain_field(**kwargs: Any) -> Callable[[F], F]:
+    """`strawberry.field` for a hot relation field that graphql-core may call straight.
+
+    Such a resolver takes only `(self, info)` and reads nothing of `info` but `info.context`
+    (graphql-core's info has it too); it has no arguments, permission classes or extensions.
+    `call_resolvers_straight` then skips Strawberry's wrapping of it.
+    """
+    decorator: Callable[[F], F] = strawberry.field(metadata={PLAIN: True}, **kwargs)
+    return decorator
+
+
+def call_resolvers_straight(schema: strawberry.Schema) -> None:
+    """Lets graphql-core call the fields of a built schema with no Strawberry layers between.
+
+    Strawberry wraps every field: an attribute field through its default resolver, a resolver
+    through its Info, argument conversion and extension chain. That is about a tenth of a
+    list read on the resolver path (the 50-order read: 2,569 fields; 23.3 -> 20.4 ms of CPU).
+    After the schema is built, attribute fields read their attribute directly, and
+    `plain_field`s call their function with graphql-core's info. Fields with permission
+    classes, extensions or arguments keep Strawberry's wrapping.
+    """
+    for graphql_type in schema._schema.type_map.values():
+        if not isinstance(graphql_type, GraphQLObjectType) or graphql_type.name.startswith("__"):
+            continue
+        for graphql_field in graphql_type.fields.values():
+            field_definition = (graphql_field.extensions or {}).get(_BACKREF)
+            if not isinstance(field_definition, StrawberryField):
+                continue
+            if getattr(graphql_field.resolve, "_is_default", False):
+                graphql_field.resolve = _attribute(field_definition.python_name)
+            elif dict(field_definition.metadata or {}).get(PLAIN):
+                resolver = field_definition.base_resolver
+                function = resolver.wrapped_func if resolver is not None else None
+                if (
+                    not callable(function)
+                    or field_definition.extensions
+                    or field_definition.arguments
+                ):
+                    raise TypeError(f"{graphql_type.name}.{field_definition.name}: not plain")
+                graphql_field.resolve = _call(function)
+
+
+def _attribute(name: str) -> Callable[..., Any]:
+    def resolve(source: Any, _info: Any) -> Any:
+        return getattr(source, name)
+
+    return resolve
+
+
+def _call(function: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+    def resolve(source: Any, info: Any) -> Any:
+        return function(source, info)
+
+    return resolve

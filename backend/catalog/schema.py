@@ -22,6 +22,7 @@ from backend.gql import (
     Node,
     NodeKind,
     paginate,
+    plain_field,
     register_node,
     run_mutation,
     to_global_id,
@@ -111,7 +112,7 @@ class EquipmentType(Node):
     state_reason: str | None
     state_since: dt.datetime | None
 
-    @strawberry.field
+    @plain_field()
     async def work_center(self, info: Info) -> WorkCenterType | None:
         if self.work_center_pk is None:
             return None
@@ -162,7 +163,7 @@ class WorkCenterType(Node):
     code: str
     name: str
 
-    @strawberry.field
+    @plain_field()
     async def equipment(self, info: Info) -> list[EquipmentType]:
         rows = await info.context.loaders.equipment_of_work_center.load(self.pk)
         return [EquipmentType.from_row(r) for r in rows]
@@ -248,7 +249,7 @@ class CatalogQuery:
             info, service.materials_query(search), Material.id, first, after, MaterialType.from_row
         )
 
-    @strawberry.field
+    @plain_field()
     async def work_centers(self, info: Info) -> list[WorkCenterType]:
         async with info.context.db.read() as session:
             rows = await service.work_centers(session)

@@ -19,6 +19,7 @@ from backend.gql import (
     NodeKind,
     Replay,
     paginate,
+    plain_field,
     public_error,
     register_node,
     run_replayable,
@@ -70,24 +71,24 @@ class LotType(Node):
     supplier_lot: str | None
     created_at: dt.datetime
 
-    @strawberry.field
+    @plain_field()
     async def material(self, info: Info) -> MaterialType:
         row = await info.context.loaders.material.load(self.material_pk)
         assert row is not None  # a foreign key
         return MaterialType.from_row(row)
 
-    @strawberry.field
+    @plain_field()
     async def produced_by(self, info: Info) -> ProductionOrderType | None:
         return await order_by_pk(info, self.order_pk)
 
-    @strawberry.field
+    @plain_field()
     async def inspections(self, info: Info) -> list[InspectionRef]:
         from backend.quality.schema import InspectionType
 
         rows = await info.context.loaders.inspections_of_lot.load(self.pk)
         return [InspectionType.from_row(r) for r in rows]
 
-    @strawberry.field
+    @plain_field()
     async def deviations(self, info: Info) -> list[DeviationRef]:
         from backend.quality.schema import DeviationType
 
@@ -135,7 +136,7 @@ class GenealogyLinkType:
     )
     at: dt.datetime
 
-    @strawberry.field
+    @plain_field()
     async def order(self, info: Info) -> ProductionOrderType | None:
         return await order_by_pk(info, self.order_pk)
 
@@ -159,11 +160,11 @@ class ConsumptionType:
     quantity: Decimal
     consumed_at: dt.datetime
 
-    @strawberry.field
+    @plain_field()
     async def lot(self, info: Info) -> LotType:
         return await _lot(info, self.lot_pk)
 
-    @strawberry.field
+    @plain_field()
     async def consumed_by(self, info: Info) -> UserType | None:
         if self.user_pk is None:
             return None

@@ -26,6 +26,7 @@ from backend.gql import (
     NodeKind,
     Replay,
     paginate,
+    plain_field,
     register_node,
     run_mutation,
     run_replayable,
@@ -104,7 +105,7 @@ class OrderOperationType(Node):
     _work_center: strawberry.Private[WorkCenterType | None] = UNSET
 
     # graphql_type: the resolver answers a value, or an awaitable when nothing was prefetched.
-    @strawberry.field(graphql_type=WorkCenterType | None)  # type: ignore[untyped-decorator]
+    @plain_field(graphql_type=WorkCenterType | None)
     def work_center(self, info: Info) -> WorkCenterType | Awaitable[WorkCenterType | None] | None:
         if self.work_center_pk is None:
             return None
@@ -112,12 +113,12 @@ class OrderOperationType(Node):
             return self._work_center
         return _work_center(info, self.work_center_pk)
 
-    @strawberry.field
+    @plain_field()
     async def characteristics(self, info: Info) -> list[CharacteristicType]:
         rows = await info.context.loaders.characteristics_of_operation.load(self.pk)
         return [CharacteristicType.from_row(r) for r in rows]
 
-    @strawberry.field
+    @plain_field()
     async def inspections(self, info: Info) -> list[InspectionRef]:
         from backend.quality.schema import InspectionType
 
@@ -150,13 +151,13 @@ class OrderComponentType:
     operation_sequence: int | None
     _material: strawberry.Private[MaterialType | None] = None
 
-    @strawberry.field(graphql_type=MaterialType)  # type: ignore[untyped-decorator]
+    @plain_field(graphql_type=MaterialType)
     def material(self, info: Info) -> MaterialType | Awaitable[MaterialType]:
         if self._material is not None:
             return self._material
         return _material(info, self.material_pk)
 
-    @strawberry.field
+    @plain_field()
     async def consumptions(self, info: Info) -> list[ConsumptionRef]:
         from backend.lots.schema import ConsumptionType
 
@@ -194,13 +195,13 @@ class ProductionOrderType(Node):
     _operations: strawberry.Private[list[OrderOperationType] | None] = None
     _components: strawberry.Private[list[OrderComponentType] | None] = None
 
-    @strawberry.field(graphql_type=MaterialType)  # type: ignore[untyped-decorator]
+    @plain_field(graphql_type=MaterialType)
     def product(self, info: Info) -> MaterialType | Awaitable[MaterialType]:
         if self._product is not None:
             return self._product
         return _material(info, self.product_pk)
 
-    @strawberry.field(graphql_type=WorkCenterType | None)  # type: ignore[untyped-decorator]
+    @plain_field(graphql_type=WorkCenterType | None)
     def work_center(self, info: Info) -> WorkCenterType | Awaitable[WorkCenterType | None] | None:
         if self.work_center_pk is None:
             return None
@@ -208,7 +209,7 @@ class ProductionOrderType(Node):
             return self._work_center
         return _work_center(info, self.work_center_pk)
 
-    @strawberry.field(graphql_type=list[OrderOperationType])  # type: ignore[untyped-decorator]
+    @plain_field(graphql_type=list[OrderOperationType])
     def operations(
         self, info: Info
     ) -> list[OrderOperationType] | Awaitable[list[OrderOperationType]]:
@@ -220,7 +221,7 @@ class ProductionOrderType(Node):
         rows = await info.context.loaders.operations_of_order.load(self.pk)
         return [OrderOperationType.from_row(r) for r in rows]
 
-    @strawberry.field(graphql_type=list[OrderComponentType])  # type: ignore[untyped-decorator]
+    @plain_field(graphql_type=list[OrderComponentType])
     def components(
         self, info: Info
     ) -> list[OrderComponentType] | Awaitable[list[OrderComponentType]]:
@@ -232,14 +233,14 @@ class ProductionOrderType(Node):
         rows = await info.context.loaders.components_of_order.load(self.pk)
         return [OrderComponentType.from_row(r) for r in rows]
 
-    @strawberry.field
+    @plain_field()
     async def produced_lots(self, info: Info) -> list[LotRef]:
         from backend.lots.schema import LotType
 
         rows = await info.context.loaders.lots_produced_by_order.load(self.pk)
         return [LotType.from_row(r) for r in rows]
 
-    @strawberry.field
+    @plain_field()
     async def deviations(self, info: Info) -> list[DeviationRef]:
         from backend.quality.schema import DeviationType
 

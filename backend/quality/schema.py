@@ -16,6 +16,7 @@ from backend.gql import (
     NodeKind,
     Replay,
     paginate,
+    plain_field,
     register_node,
     request_of,
     run_replayable,
@@ -68,13 +69,13 @@ class InspectionResultType:
     note: str | None
     recorded_at: dt.datetime
 
-    @strawberry.field
+    @plain_field()
     async def characteristic(self, info: Info) -> CharacteristicType:
         row = await info.context.loaders.characteristic.load(self.characteristic_pk)
         assert row is not None  # a foreign key
         return CharacteristicType.from_row(row)
 
-    @strawberry.field
+    @plain_field()
     async def recorded_by(self, info: Info) -> UserType:
         user = await user_by_pk(info, self.user_pk)
         # Results recorded with an API token name the token, not a person.
@@ -109,22 +110,22 @@ class InspectionType(Node):
     created_at: dt.datetime
     completed_at: dt.datetime | None
 
-    @strawberry.field
+    @plain_field()
     async def lot(self, info: Info) -> LotRef | None:
         return await _lot(info, self.lot_pk)
 
-    @strawberry.field
+    @plain_field()
     async def order(self, info: Info) -> ProductionOrderType | None:
         return await order_by_pk(info, self.order_pk)
 
-    @strawberry.field
+    @plain_field()
     async def operation(self, info: Info) -> OrderOperationType | None:
         if self.operation_pk is None:
             return None
         row = await info.context.loaders.operation.load(self.operation_pk)
         return OrderOperationType.from_row(row) if row else None
 
-    @strawberry.field
+    @plain_field()
     async def characteristics(self, info: Info) -> list[CharacteristicType]:
         loaders = info.context.loaders
         if self.operation_pk is not None:
@@ -136,7 +137,7 @@ class InspectionType(Node):
             rows = await loaders.characteristics_of_material.load(lot.material_id)
         return [CharacteristicType.from_row(r) for r in rows]
 
-    @strawberry.field
+    @plain_field()
     async def results(self, info: Info) -> list[InspectionResultType]:
         rows = await info.context.loaders.results_of_inspection.load(self.pk)
         return [InspectionResultType.from_row(r) for r in rows]
@@ -171,7 +172,7 @@ class SignatureType:
         )
     )
 
-    @strawberry.field
+    @plain_field()
     async def signer(self, info: Info) -> UserType:
         user = await user_by_pk(info, self.signer_pk)
         assert user is not None  # a foreign key
@@ -204,25 +205,25 @@ class DeviationType(Node):
     disposition: Disposition | None
     raised_at: dt.datetime
 
-    @strawberry.field
+    @plain_field()
     async def lots(self, info: Info) -> list[LotRef]:
         from backend.lots.schema import LotType
 
         rows = await info.context.loaders.lots_of_deviation.load(self.pk)
         return [LotType.from_row(r) for r in rows]
 
-    @strawberry.field
+    @plain_field()
     async def order(self, info: Info) -> ProductionOrderType | None:
         return await order_by_pk(info, self.order_pk)
 
-    @strawberry.field
+    @plain_field()
     async def inspection(self, info: Info) -> InspectionType | None:
         if self.inspection_pk is None:
             return None
         row = await info.context.loaders.inspection.load(self.inspection_pk)
         return InspectionType.from_row(row) if row else None
 
-    @strawberry.field
+    @plain_field()
     async def raised_by(self, info: Info) -> UserType:
         user = await user_by_pk(info, self.raiser_pk)
         return user or UserType(
@@ -232,7 +233,7 @@ class DeviationType(Node):
             roles=[],
         )
 
-    @strawberry.field
+    @plain_field()
     async def signatures(self, info: Info) -> list[SignatureType]:
         rows = await info.context.loaders.signatures_of_deviation.load(self.pk)
         return [SignatureType.from_row(r) for r in rows]

@@ -3,6 +3,7 @@ one-line reason (never a traceback) for every expected failure."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -99,12 +100,13 @@ def env(database: Path) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def served(database: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def served(database: Path, **settings_: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The app on that database, in this process, with the same secret key as the command."""
     settings = Settings(
         database_url=sqlite_url(database),
         secret_key=SECRET,
         _env_file=None,  # type: ignore[call-arg]
+        **settings_,
     )
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
@@ -238,12 +240,13 @@ async def test_api_token_create_list_use_and_revoke(
     assert token not in listed.stdout
 
     query = "{ materials { totalCount } }"
-    async with served(database) as client:
+    async with served(database, auth_cache_seconds=0.3) as client:
         assert await gql(client, query, token=token) == {"data": {"materials": {"totalCount": 0}}}
 
         revoked = run_mes("revoke-token", "erp-link", **env)
         assert revoked.returncode == 0, revoked.stderr
         assert "revoked" in revoked.stdout
+        await asyncio.sleep(0.35)  # the server trusts a token it looked up for 0.3 s
 
         refused = await gql(client, query, token=token)
         assert refused["data"] is None
