@@ -1,8 +1,10 @@
 """The catalog types and roots that compiled reads may print straight from their tables
-(see backend/compiled). Fields not listed here run through their resolvers:
-Material.incomingCharacteristics, the Float fields (Characteristic.nominal, lowerLimit,
-upperLimit, Equipment.idealCycleSeconds: Python's shortest repr has no exact SQL printer),
-Equipment.workCenter and Equipment.oee."""
+(see backend/compiled), each field as its resolver reads it (the Float fields are the
+double precision columns as they are: the compiler's Float printer prints them as orjson
+does, and a value it cannot print exactly -- NaN, an infinity, a huge value whose shortest
+digits are a rounding boundary -- fails the statement, so the resolvers answer). Fields not
+listed here run through their resolvers: Material.incomingCharacteristics, Equipment.workCenter,
+Equipment.oee and Equipment.events."""
 
 from __future__ import annotations
 
@@ -34,7 +36,15 @@ REGISTRY.table(
 REGISTRY.table(
     CharacteristicType,
     Characteristic,
-    {"id": GlobalId("Characteristic"), "name": Col(), "kind": Col(), "unit": Col()},
+    {
+        "id": GlobalId("Characteristic"),
+        "name": Col(),
+        "kind": Col(),
+        "unit": Col(),
+        "nominal": Col(),
+        "lower_limit": Col(),
+        "upper_limit": Col(),
+    },
 )
 
 REGISTRY.table(
@@ -44,6 +54,7 @@ REGISTRY.table(
         "id": GlobalId("Equipment"),
         "code": Col(),
         "name": Col(),
+        "ideal_cycle_seconds": Col(),
         "state": Col(),
         "state_reason": Col(),
         "state_since": Col(),

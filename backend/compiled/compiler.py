@@ -9,8 +9,8 @@ parameters bound per request), a list root one ordered aggregate over the whole 
 Objects are sub-select records and lists `array_to_json(array_agg(...))`:
 PostgreSQL prints both as compact JSON, byte for byte what orjson prints for the resolvers'
 answer. Scalars are printed
-as Strawberry serialises them (Decimal via `::text`, DateTime as `isoformat()`, ids and
-cursors base64 as `to_global_id` / `encode_cursor`).
+as Strawberry serialises them (Decimal via `::text`, DateTime as `isoformat()`, Float as
+orjson prints a Python float, ids and cursors base64 as `to_global_id` / `encode_cursor`).
 
 Values never appear in the SQL: every argument is a parameter, so one shape is one prepared
 statement whatever its arguments. Anything the compiler does not know exactly raises
@@ -41,6 +41,7 @@ from graphql import (
 from backend.compiled.registry import Arg, Bound, BoundField, BoundRoot, BoundTable
 
 MAX_IDENTIFIER = 63  # PostgreSQL truncates longer column names: such an alias is refused
+FLOAT8_MAX = "1.7976931348623157e308::numeric"  # beyond it, a numeric does not cast to float8
 
 
 class NotCompilable(Exception):
@@ -227,7 +228,67 @@ def _base64_id(prefix: str, expr: str) -> str:
     return f"rtrim(translate({encoded}, '+/' || chr(10), '-_'), '=')"
 
 
+def float_refused(expr: str) -> str:
+    """When a float8 has no exact printing here: NaN and the infinities (graphql-core refuses
+    them: the resolvers answer an error), any value when PostgreSQL prints fewer than the
+    shortest round-trip digits (extra_float_digits < 1; PostgreSQL's default is 1), and a
+    value whose shortest digits are a rounding boundary. PostgreSQL's shortest output (Ryu)
+    never takes a boundary; Python's repr (and orjson) takes it when it reads back as the same
+    double (an even mantissa): 9.5e21 is 9.500000000000001e+21 in PostgreSQL. Below 2**53 a
+    boundary has more digits than the shortest. From 2**53 on (integers), a shorter string
+    reads back as the same double exactly when PostgreSQL's digits, cut to one digit fewer
+    rounding down or up, read back as it."""
+    magnitude = f"abs({expr})"
+    digits = f"({magnitude})::text::numeric"  # an integer from 2**53 on
+    length = f"length(({digits})::text)"
+    cut = f"({length} - length(rtrim(({digits})::text, '0')) + 1)"
+    down = f"trunc({digits}, -{cut})"
+    up = f"({down} + power(10::numeric, {cut}))"
+    return (
+        f"(NOT ({magnitude} < 'Infinity'::float8 "
+        f"AND current_setting('extra_float_digits')::int > 0) "
+        f"OR ({magnitude} >= 9007199254740992::float8 AND ("
+        f"({down})::float8 = {magnitude} OR CASE WHEN {up} > {FLOAT8_MAX} THEN false "
+        f"ELSE {up}::float8 = {magnitude} END)))"
+    )
+
+
+def _float_failure(text: str) -> str:
+    """An error when evaluated: a cast of a text that is no number. Its message names the
+    value and the setting; the setting (a stable function) also keeps the planner from
+    evaluating the cast ahead of time when the value is a constant."""
+    message = (
+        f"'no exact Float for ' || {text} || ' (extra_float_digits ' || "
+        f"current_setting('extra_float_digits') || ')'"
+    )
+    return f"(({message})::float8)::text"
+
+
+def _float(expr: str) -> str:
+    """A float8 as orjson prints the Python float: its shortest round-trip digits (PostgreSQL's
+    float8 output) in fixed notation with at least one fractional digit ("100.0", "0.00001",
+    "-0.0") when 1e-5 <= |x| < 1e16, else as d[.ddd]e+N / e-N without leading exponent zeros
+    ("1e+16", "1e-7"). PostgreSQL's own output switches at other exponents (1e+15, 1e-05):
+    within the fixed range its text goes through `numeric`, which prints the same digits in
+    fixed notation. A value `float_refused` fails the statement (a cast of a text that is no
+    number), and the resolvers answer. tests/compiled/test_compiled_floats.py compares this
+    with orjson."""
+    text = f"({expr})::text"
+    magnitude = f"abs({expr})"
+    return (
+        f"(CASE WHEN {expr} IS NULL THEN NULL "
+        f"WHEN {float_refused(expr)} THEN {_float_failure(text)} "
+        f"WHEN {expr} = 0 THEN {text} || '.0' "
+        f"WHEN {magnitude} < 1e-5::float8 OR {magnitude} >= 1e16::float8 "
+        f"THEN replace({text}, 'e-0', 'e-') "
+        f"WHEN {expr} = trunc({expr}) THEN ({text}::numeric)::text || '.0' "
+        f"ELSE ({text}::numeric)::text END)::json"
+    )
+
+
 def _print(printer: str, expr: str) -> str:
+    if printer == "float":
+        return _float(expr)
     if printer == "decimal":
         return f"({expr})::text"
     if printer == "datetime":
@@ -441,6 +502,8 @@ class StatementBuilder:
             return _print(mapped.printer, column)
         if mapped.kind == "id":
             return _base64_id(mapped.type_name, column)
+        if mapped.kind == "fixed_id":
+            return _base64_id(mapped.type_name, _literal(mapped.column))
         target = self.bound.tables[mapped.target]
         subfields = self.compiler.collect(target.type_name, _sets(nodes))
         if mapped.kind == "one":
@@ -451,7 +514,14 @@ class StatementBuilder:
                 f'WHERE {k}."id" IN ({scope.keys_sql})'
             )
             record = self._record(_Scope(j, target, keys, scope.joins), subfields)
-            return f'CASE WHEN {j}."id" IS NULL THEN NULL ELSE {record} END'
+            missing = "NULL"
+            if mapped.fallback is not None:
+                # The resolver's stand-in: the same fields, printed from this row's columns.
+                stand_in = BoundTable(target.type_name, scope.table.table, mapped.fallback)
+                missing = self._record(
+                    _Scope(scope.alias, stand_in, scope.keys_sql, scope.joins), subfields
+                )
+            return f'CASE WHEN {j}."id" IS NULL THEN {missing} ELSE {record} END'
         if mapped.link is not None:
             return self._through(scope, mapped, target, subfields)
         if mapped.kind == "from":

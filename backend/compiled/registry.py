@@ -11,6 +11,7 @@ Each domain declares its part once, next to its types (`backend/<domain>/compile
     REGISTRY.listing(CatalogQuery, "work_centers", WorkCenter, order_by=("code",))
     "lots": ToManyThrough(DeviationLot, "deviation_id", "lot_id", order_by=("position",))
     "trace": ToManyFrom(TRACE_SQL, {"max_depth": Arg("int4", convert)}, order_by=("depth", "id"))
+    "raised_by": ToOne("raised_by_id", fallback={"id": FixedId("User", 0), "username": Col(...)})
 
 Names are the Python attribute names of the Strawberry types. A field that is not declared is
 not compilable: a document that selects it runs through the resolvers. `bind` checks every
@@ -34,9 +35,9 @@ from graphql import (
     GraphQLOutputType,
     GraphQLScalarType,
 )
+from sqlalchemy import REAL, Float, Integer, String, Text
 from sqlalchemy import Boolean as SqlBoolean
 from sqlalchemy import Enum as SqlEnum
-from sqlalchemy import Integer, String, Text
 
 from backend.db import Quantity, UTCDateTime, largest_key
 
@@ -61,10 +62,22 @@ class GlobalId:
 
 
 @dataclass(frozen=True)
+class FixedId:
+    """A global id with a fixed key, `to_global_id(type_name, key)`: in a ToOne's fallback."""
+
+    type_name: str
+    key: int
+
+
+@dataclass(frozen=True)
 class ToOne:
-    """An object field through a foreign key on this table (to the target's `id`)."""
+    """An object field through a foreign key on this table (to the target's `id`). Without a
+    `fallback` it is null when there is no target row; with one, the resolver's stand-in
+    object is printed instead: each of the target's compilable fields (Python names) from a
+    column of *this* row (`Col`) or a fixed id (`FixedId`)."""
 
     fk: str
+    fallback: dict[str, Col | FixedId] | None = None
 
 
 @dataclass(frozen=True)
@@ -147,9 +160,9 @@ class _Root:
 
 @dataclass(frozen=True)
 class BoundField:
-    kind: str  # "scalar" | "id" | "one" | "many"
-    column: str
-    printer: str = "plain"  # "plain" | "decimal" | "datetime"
+    kind: str  # "scalar" | "id" | "fixed_id" | "one" | "many" | "from"
+    column: str  # a fixed id's key, as text
+    printer: str = "plain"  # "plain" | "decimal" | "datetime" | "float"
     target: str = ""  # GraphQL type name of an object field
     order_by: tuple[str, ...] = ()
     type_name: str = ""  # for global ids
@@ -157,6 +170,7 @@ class BoundField:
     target_order_by: tuple[str, ...] = ()  # a through's order by the target's columns
     source: str = ""  # a ToManyFrom's query
     args: tuple[tuple[str, str, Arg], ...] = ()  # (GraphQL name, Python name, Arg) of a field
+    fallback: dict[str, BoundField] | None = None  # a ToOne's stand-in, by GraphQL name
 
 
 @dataclass(frozen=True)
@@ -281,7 +295,10 @@ class Registry:
                         raise MappingError(f"{where}: ToOne needs an object field")
                     if spec.fk not in columns:
                         raise MappingError(f"{where}: no column {spec.fk!r}")
-                    fields[gname] = BoundField("one", spec.fk, target=named.name)
+                    fallback = None
+                    if spec.fallback is not None:
+                        fallback = _fallback(where, spec.fallback, named, types, names)
+                    fields[gname] = BoundField("one", spec.fk, target=named.name, fallback=fallback)
                 elif isinstance(spec, ToManyThrough):
                     if not is_list or not isinstance(named, GraphQLObjectType):
                         raise MappingError(f"{where}: ToManyThrough needs a list of objects")
@@ -335,6 +352,11 @@ class Registry:
                     raise MappingError(f"{where}: {f.target} is not mapped")
                 if f.kind in ("one", "many") and bound.tables[f.target].derived:
                     raise MappingError(f"{where}: {f.target} has derived columns")
+                if f.fallback is not None and set(f.fallback) != set(bound.tables[f.target].fields):
+                    # Whatever the document selects of the target, the stand-in prints it too.
+                    raise MappingError(
+                        f"{where}: the fallback must give each of {f.target}'s fields"
+                    )
                 if f.kind == "many" and f.link is None:
                     child = models[f.target].__table__.c
                     for column in (f.column, *f.order_by):
@@ -396,6 +418,43 @@ class Registry:
         return bound
 
 
+def _fallback(
+    where: str,
+    specs: dict[str, Col | FixedId],
+    target: GraphQLObjectType,
+    types: dict[str, Any],
+    names: Any,
+) -> dict[str, BoundField]:
+    """A ToOne's stand-in: the target's fields (GraphQL names) from this row's columns."""
+    definition = _definition_of(target)
+    by_python = {f.python_name: f for f in definition.fields}
+    fallback: dict[str, BoundField] = {}
+    for python_name, spec in specs.items():
+        sfield = by_python.get(python_name)
+        if sfield is None:
+            raise MappingError(f"{where}: {target.name} has no field {python_name!r}")
+        gname = names.get_graphql_name(sfield)
+        named, _, is_list = _named(target.fields[gname].type)
+        if isinstance(spec, FixedId):
+            if getattr(named, "name", None) != "ID":
+                raise MappingError(f"{where}: fallback {gname}: a fixed id is an ID")
+            fallback[gname] = BoundField("fixed_id", str(spec.key), type_name=spec.type_name)
+        else:
+            column = spec.column or python_name
+            if column not in types or is_list:
+                raise MappingError(f"{where}: fallback {gname}: no column {column!r}")
+            fallback[gname] = BoundField("scalar", column, _printer(where, named, types[column]))
+    return fallback
+
+
+def _definition_of(gtype: GraphQLObjectType) -> Any:
+    """The Strawberry definition behind a graphql-core object type."""
+    definition = (gtype.extensions or {}).get("strawberry-definition")
+    if definition is None:
+        raise MappingError(f"{gtype.name} is not a Strawberry type")
+    return definition
+
+
 def _printer(where: str, named: Any, column_type: Any) -> str:
     """How the SQL prints a column so that it reads as Strawberry serialises the field."""
     if isinstance(named, GraphQLEnumType):
@@ -415,15 +474,31 @@ def _printer(where: str, named: Any, column_type: Any) -> str:
         "Boolean": (SqlBoolean,),
         "Decimal": (Quantity,),
         "DateTime": (UTCDateTime,),
+        "Float": (Float,),
     }
     if named.name not in expected:
-        # Float (shortest repr in Python, not in SQL), ID, JSON, custom scalars: no exact printer.
+        # ID, JSON, custom scalars: no exact printer.
         raise MappingError(f"{where}: {named.name} has no exact SQL printer")
-    if not isinstance(column_type, expected[named.name]) or (
-        named.name == "Int" and type(column_type).__name__ == "BigInteger"
+    if (
+        not isinstance(column_type, expected[named.name])
+        or (named.name == "Int" and type(column_type).__name__ == "BigInteger")
+        or (named.name == "Float" and not _is_float8(column_type))
     ):
         raise MappingError(f"{where}: a {named.name} field from a {column_type!r} column")
-    return {"Decimal": "decimal", "DateTime": "datetime"}.get(named.name, "plain")
+    return {"Decimal": "decimal", "DateTime": "datetime", "Float": "float"}.get(named.name, "plain")
+
+
+def _is_float8(column_type: Any) -> bool:
+    """A `double precision` column read as a Python float. The float printer prints a double's
+    shortest digits; a `real`'s value reaches Python widened to a double, whose shortest
+    digits are not the real's (0.1 in a real is 0.10000000149011612), and asdecimal gives a
+    Decimal."""
+    precision = column_type.precision
+    return (
+        not isinstance(column_type, REAL)
+        and not column_type.asdecimal
+        and (precision is None or precision > 24)
+    )
 
 
 REGISTRY = Registry()

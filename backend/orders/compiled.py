@@ -1,8 +1,9 @@
 """The orders types and roots that compiled reads may print straight from their tables
-(see backend/compiled), declared as their resolvers in schema.py read them. Fields not listed
-(characteristics, inspections, deviations) run through their resolvers;
-Consumption is declared in backend/lots/compiled.py. Every field listed here must be selected
-by a compiled document of the differential corpora (tests/compiled/test_compiled_coverage.py)."""
+(see backend/compiled), declared as their resolvers in schema.py read them. Every field of
+these types is listed; Consumption is declared in backend/lots/compiled.py, Characteristic in
+backend/catalog/compiled.py, Inspection and Deviation in backend/quality/compiled.py. Every
+field listed here must be selected by a compiled document of the differential corpora
+(tests/compiled/test_compiled_coverage.py)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ REGISTRY.table(
         "started_at": Col(),
         "completed_at": Col(),
         "work_center": ToOne("work_center_id"),
+        # loaders.characteristics_of_operation: by position (Characteristic: catalog)
+        "characteristics": ToMany("operation_id", order_by=("position",)),
+        # loaders.inspections_of_operation: by id (Inspection: backend/quality/compiled.py)
+        "inspections": ToMany("operation_id"),
     },
 )
 
@@ -73,6 +78,8 @@ REGISTRY.table(
         "components": ToMany("order_id", order_by=("position",)),
         # loaders.lots_produced_by_order: by id (Lot: backend/lots/compiled.py)
         "produced_lots": ToMany("produced_by_order_id"),
+        # loaders.deviations_of_order: by id (Deviation: backend/quality/compiled.py)
+        "deviations": ToMany("order_id"),
         "created_at": Col(),
         "updated_at": Col(),
     },

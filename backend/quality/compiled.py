@@ -1,11 +1,11 @@
 """The quality types and roots that compiled reads may print straight from their tables
-(see backend/compiled), declared as their resolvers in schema.py read them. Not listed, so
-served by their resolvers: `InspectionResult.value` (a Float: Python's shortest repr has no
-exact SQL printer), `InspectionResult.recordedBy` and `Deviation.raisedBy` (a missing user
-becomes a made-up User named after the API token), `Inspection.characteristics` (the
-operation's or the lot material's). Every field
-listed here must be selected by the differential corpus in
-tests/compiled/test_compiled_quality.py."""
+(see backend/compiled), declared as their resolvers in schema.py read them: every field of
+these types. `InspectionResult.value` is the double precision column as it is (the Float
+printer refuses what it cannot print exactly, and the resolvers answer); `recordedBy` and
+`raisedBy` are the user, or -- recorded with an API token, no user -- the resolver's made-up
+User named after the token (a ToOne fallback); `Inspection.characteristics` are the
+operation's, or for an inspection of a lot its material's. Every field listed here must be
+selected by the differential corpus in tests/compiled/test_compiled_quality.py."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from backend.compiled.registry import (
     REGISTRY,
     Col,
     Filter,
+    FixedId,
     GlobalId,
     ToMany,
+    ToManyFrom,
     ToManyThrough,
     ToOne,
 )
@@ -41,14 +43,40 @@ from backend.quality.schema import (
     SignatureType,
 )
 
+
+def _user_or_token(user_fk: str, token_name: str) -> ToOne:
+    """schema.py's recorded_by / raised_by: the user, or, when there is none (an API token
+    did it), a User with id to_global_id("User", 0) and the token's name as its username and
+    display name (its roles, [], are not compilable: a document selecting them falls back)."""
+    return ToOne(
+        user_fk,
+        fallback={
+            "id": FixedId("User", 0),
+            "username": Col(token_name),
+            "display_name": Col(token_name),
+        },
+    )
+
+
+# Inspection.characteristics: the operation's (loaders.characteristics_of_operation), or, for
+# an inspection of a lot, the lot material's (loaders.characteristics_of_material); both by
+# position. The service starts an inspection of a lot or of an operation, never neither.
+INSPECTION_CHARACTERISTICS = """SELECT i."id" AS k, c."id" FROM "inspections" i
+JOIN "characteristics" c ON c."operation_id" = i."operation_id" WHERE i."id" IN ({keys})
+UNION ALL SELECT i."id", c."id" FROM "inspections" i JOIN "lots" l ON l."id" = i."lot_id"
+JOIN "characteristics" c ON c."material_id" = l."material_id"
+WHERE i."id" IN ({keys}) AND i."operation_id" IS NULL"""
+
 REGISTRY.table(
     InspectionResultType,
     InspectionResult,
     {
+        "value": Col(),
         "passed": Col(),
         "note": Col(),
         "recorded_at": Col(),
         "characteristic": ToOne("characteristic_id"),
+        "recorded_by": _user_or_token("recorded_by_id", "recorded_by"),
     },
 )
 
@@ -64,6 +92,7 @@ REGISTRY.table(
         "lot": ToOne("lot_id"),
         "order": ToOne("order_id"),
         "operation": ToOne("operation_id"),
+        "characteristics": ToManyFrom(INSPECTION_CHARACTERISTICS, {}, order_by=("position", "id")),
         # loaders.results_of_inspection: by id
         "results": ToMany("inspection_id"),
     },
@@ -94,6 +123,7 @@ REGISTRY.table(
         "source": Col(),
         "disposition": Col(),
         "raised_at": Col(),
+        "raised_by": _user_or_token("raised_by_id", "raised_by"),
         # loaders.lots_of_deviation: the deviation's links by position
         "lots": ToManyThrough(DeviationLot, "deviation_id", "lot_id", order_by=("position",)),
         "order": ToOne("order_id"),

@@ -64,9 +64,11 @@ LATER = dt.datetime(2099, 3, 1, 8, 30, 15, 123456, tzinfo=dt.UTC)
 async def two_apps(
     settings: Settings,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
-    """(compiled reads on, compiled reads off), two apps over the one test database."""
-    on = create_app(settings.model_copy(update={"compiled_reads": True}))
-    off = create_app(settings.model_copy(update={"compiled_reads": False}))
+    """(compiled reads on, compiled reads off), two apps over the one test database. They
+    trust no token from an earlier request: each test truncates the tables, so a new user gets
+    an old id (and, within the same second, the same token)."""
+    on = create_app(settings.model_copy(update={"compiled_reads": True, "auth_cache_seconds": 0}))
+    off = create_app(settings.model_copy(update={"compiled_reads": False, "auth_cache_seconds": 0}))
     async with (
         on.router.lifespan_context(on),
         off.router.lifespan_context(off),
@@ -232,6 +234,18 @@ async def seed(db: Database) -> dict[str, Any]:
                     state_since=None,
                 ),
                 Equipment(code="EQ-0", name="Nowhere", work_center_id=None),
+                # Floats where orjson's notation switches (fixed below 1e16, ".0" when
+                # integral) and PostgreSQL's does not (1e+15).
+                Equipment(
+                    code="EQ-4", name="Four", work_center_id=wc_b.id, ideal_cycle_seconds=1e15
+                ),
+                Equipment(
+                    code="EQ-5", name="Five", work_center_id=wc_b.id, ideal_cycle_seconds=1e16
+                ),
+                Equipment(code="EQ-6", name="Six", work_center_id=wc_b.id, ideal_cycle_seconds=2.5),
+                Equipment(
+                    code="EQ-7", name="Seven", work_center_id=wc_b.id, ideal_cycle_seconds=-0.0
+                ),
             ]
         )
         orders = [
@@ -343,7 +357,37 @@ async def seed(db: Database) -> dict[str, Any]:
             kind=CharacteristicKind.ATTRIBUTE,
             unit="",
         )
-        session.add_all([ch1, ch2, ch3])
+        # Floats at the notation switches: -0.0, 0.00001 (PostgreSQL: 1e-05), 1e-6, integral
+        # values (100.0), 16 digits with a fraction, 2**53 + 2, the smallest subnormal.
+        edge_limits = [
+            (-0.0, 1e-05, 1234567890123456.2),
+            (100.0, 5e-324, 1e16),
+            (1e-06, -1.5e-07, 9007199254740994.0),
+        ]
+        edge_characteristics = [
+            Characteristic(
+                material_id=m1.id,
+                position=3 + n,
+                name=f"Edge {n}",
+                kind=CharacteristicKind.NUMERIC,
+                unit="mm",
+                nominal=nominal,
+                lower_limit=lower,
+                upper_limit=upper,
+            )
+            for n, (nominal, lower, upper) in enumerate(edge_limits)
+        ]
+        ch7 = Characteristic(
+            operation_id=operation.id,
+            position=2,
+            name="Width",
+            kind=CharacteristicKind.NUMERIC,
+            unit="mm",
+            nominal=2.5,
+            lower_limit=2.0,
+            upper_limit=3.0,
+        )
+        session.add_all([ch1, ch2, ch3, *edge_characteristics, ch7])
         await session.flush()
         i1 = Inspection(
             number="IN-1",
@@ -370,7 +414,15 @@ async def seed(db: Database) -> dict[str, Any]:
             created_at=TINY,
             completed_at=TINY,
         )
-        session.add_all([i1, i2, i3])
+        i4 = Inspection(
+            number="IN-4",
+            status=InspectionStatus.OPEN,
+            lot_id=lots[2].id,  # of M-2: no characteristics
+            created_by="x",
+            created_at=WHOLE,
+            completed_at=None,
+        )
+        session.add_all([i1, i2, i3, i4])
         await session.flush()
         session.add_all(
             [
@@ -393,6 +445,21 @@ async def seed(db: Database) -> dict[str, Any]:
                     recorded_by_id=None,
                     recorded_by="token 😀",
                     recorded_at=WHOLE,
+                ),
+                *(
+                    InspectionResult(
+                        inspection_id=i1.id,
+                        characteristic_id=ch.id,
+                        value=value,
+                        passed=True,
+                        note=None,
+                        recorded_by_id=None,
+                        recorded_by="",  # a token's name, empty: the stand-in user prints it
+                        recorded_at=MICRO,
+                    )
+                    for ch, value in zip(
+                        edge_characteristics, (-0.0, 1e15 + 0.5, 123456.789), strict=True
+                    )
                 ),
                 InspectionResult(
                     inspection_id=i2.id,

@@ -1,18 +1,23 @@
 """Compiled reads of inspections and deviations against the resolvers: the same bytes both
 ways (see test_compiled_orders.py for the harness's idea), over compiled_support.seed's edge
-data. Float result values, recordedBy and raisedBy (a made-up User for an API token) and an
-inspection's characteristics stay with the resolvers: documents selecting them fall back."""
+data: Float values (printed as orjson prints them; a value with no exact printing fails the
+statement and the resolvers answer), recordedBy and raisedBy (the user, or the made-up User
+named after an API token), an inspection's characteristics (the operation's or the lot
+material's), and an order's deviations, its operations' characteristics and inspections."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
 from compiled_support import Case, assert_role_checks_come_first, differences, post, seed, two_apps
+from sqlalchemy import update
 
 from backend.auth import policy
 from backend.auth.models import User
+from backend.catalog.models import Characteristic
 from backend.compiled.metrics import METRICS
 from backend.db import Database
 from backend.principal import Role
@@ -25,11 +30,15 @@ ALL_INSPECTION_FIELDS = """
   lot { number status material { code } }
   order { number workCenter { code } }
   operation { sequence name status }
-  results { __typename passed note recordedAt characteristic { __typename id name kind unit } }
+  characteristics { __typename id name kind unit nominal lowerLimit upperLimit }
+  results { __typename value passed note recordedAt
+    characteristic { __typename id name kind unit nominal lowerLimit upperLimit }
+    recordedBy { __typename id username displayName } }
 """
 
 ALL_DEVIATION_FIELDS = """
   __typename id number title description severity status source disposition raisedAt
+  raisedBy { __typename id username displayName }
   lots { __typename number quantity expiresAt }
   order { number }
   inspection { number status createdAt completedAt }
@@ -98,35 +107,41 @@ def corpus() -> list[Case]:
             {},
             c,
         ),
-        # ---- the resolvers answer these
         (
-            "Float: result value",
-            '{ inspection(number: "IN-1") { results { passed value } } }',
+            "Float values, and users or the stand-ins of tokens, under aliases and fragments",
+            '{ inspection(number: "IN-1") { results { v: value value ...U '
+            "characteristic { upperLimit u: upperLimit } } } } "
+            "fragment U on InspectionResult { recordedBy { ... on User { username } "
+            "n: username } by: recordedBy { id } }",
             {},
-            r,
+            c,
         ),
         (
-            "Float: characteristic limits",
-            '{ inspection(number: "IN-1") { results { characteristic { name nominal '
-            "upperLimit } } } }",
-            {},
-            r,
-        ),
-        (
-            "recordedBy: a made-up user for a token",
-            '{ inspection(number: "IN-1") { results { recordedBy { id username } } } }',
-            {},
-            r,
-        ),
-        (
-            "raisedBy: a made-up user for a token",
+            "raisedBy: the user, or a made-up user for a token",
             "{ deviations { edges { node { number raisedBy { id username displayName } } } } }",
             {},
-            r,
+            c,
         ),
         (
-            "an inspection's characteristics (the operation's or the material's)",
-            "{ inspections { edges { node { characteristics { name } } } } }",
+            "an inspection's characteristics (the operation's, the material's, none)",
+            "{ inspections { edges { node { number characteristics { name position: id } "
+            "operation { characteristics { name } } } } } }",
+            {},
+            c,
+        ),
+        (
+            "an order's deviations, its operations' characteristics and inspections",
+            "{ productionOrders(first: 5) { edges { node { number deviations { number "
+            "raisedBy { username } lots { number } } operations { sequence characteristics "
+            "{ __typename id name kind unit nominal lowerLimit upperLimit } inspections { "
+            f"{ALL_INSPECTION_FIELDS} }} }} }} }} }} }}",
+            {},
+            c,
+        ),
+        # ---- the resolvers answer these
+        (
+            "a token's stand-in user: roles (not declared)",
+            '{ inspection(number: "IN-1") { results { recordedBy { username roles } } } }',
             {},
             r,
         ),
@@ -149,6 +164,46 @@ async def test_quality_compiled_as_the_resolvers(
     _, token = await make_user("reader", Role.QUALITY)
     problems = await differences(on, off, corpus(), token)
     assert not problems, "\n\n".join(problems)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("upper_limit", math.inf),
+        ("nominal", -math.inf),
+        ("lower_limit", math.nan),
+        ("upper_limit", 9.5e21),  # PostgreSQL's digits: 9.500000000000001e+21
+    ],
+)
+async def test_floats_without_an_exact_printing_go_to_the_resolvers(
+    db: Database,
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
+    make_user: MakeUser,
+    column: str,
+    value: float,
+) -> None:
+    """The columns hold what graphql-core refuses (an infinite limit comes in as a literal
+    such as 1e999; NaN only through SQL) and values the SQL cannot print exactly: the
+    statement fails, and the resolvers answer -- an error for NaN and the infinities."""
+    on, off = clients
+    await seed(db)
+    _, token = await make_user("floats", Role.QUALITY)
+    async with db.write() as session:
+        await session.execute(
+            update(Characteristic).where(Characteristic.name == "Colour").values({column: value})
+        )
+    query = (
+        '{ inspection(number: "IN-1") { number results { characteristic { name nominal '
+        "lowerLimit upperLimit } } } }"
+    )
+    before = METRICS.fallbacks["sql_error"]
+    body_on, path = await post(on, query, {}, token)
+    body_off, _ = await post(off, query, {}, token)
+    assert body_on == body_off
+    assert path == "resolvers"
+    assert METRICS.fallbacks["sql_error"] == before + 1
+    assert (b"Float cannot represent" in body_on) is not math.isfinite(value)
 
 
 @pytest.mark.postgres
