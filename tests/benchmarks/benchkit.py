@@ -558,6 +558,19 @@ async def database_activity(url: str) -> Activity:
     return Activity(int(row["sessions"]) - 1, float(row["active_time"]))
 
 
+def analyze_postgres(url: str) -> None:
+    """ANALYZE the whole database: the planner then knows the seeded tables' sizes, as it
+    would on a plant's database (autovacuum may not have run before the measurement)."""
+    engine = create_engine(
+        make_url(url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("ANALYZE"))
+    finally:
+        engine.dispose()
+
+
 def clone_postgres(source: str, target: str) -> None:
     """Creates the database `target` as a copy of `source` (nobody may be connected to it)."""
     engine = create_engine(

@@ -487,6 +487,7 @@ def test_compiled_reads(tmp_path: Path) -> None:
         runner.run(seed_lots_and_deviations(url))
         benchkit.report(f"seeded in {time.perf_counter() - started:.1f} s")
         token = benchkit.mes(url, "create-token", "bench", "--role", "INTEGRATOR", cwd=tmp_path)
+        benchkit.analyze_postgres(url)  # the copies inherit the statistics
         for copy in copies.values():
             benchkit.clone_postgres(url, copy)
         databases = {"on": url, **copies}
