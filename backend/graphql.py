@@ -16,7 +16,14 @@ from backend.catalog.schema import CatalogMutation, CatalogQuery
 from backend.compiled import default_registry
 from backend.compiled.extension import CompiledReads, CompiledReadsState
 from backend.equipment.schema import EquipmentMutation, EquipmentSubscription
-from backend.gql import AccessControl, Info, Node, call_resolvers_straight, resolve_node
+from backend.gql import (
+    AccessControl,
+    Info,
+    Node,
+    StraightExecution,
+    call_resolvers_straight,
+    resolve_node,
+)
 from backend.limits import limit_extensions
 from backend.lots.schema import LotsMutation, LotsQuery, LotsSubscription
 from backend.orders.schema import OrdersMutation, OrdersQuery, OrdersSubscription
@@ -80,6 +87,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             ),
         ],
         config=StrawberryConfig(disable_field_suggestions=False),
+        execution_context_class=StraightExecution,
     )
     compiled.bound(schema)  # a mapping that does not fit the schema fails here, at startup
     call_resolvers_straight(schema)

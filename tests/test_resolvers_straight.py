@@ -3,12 +3,13 @@ Strawberry wrapping, and the answers stay the same."""
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import pytest
 import strawberry
 
-from backend.gql import call_resolvers_straight, plain_field
+from backend.gql import StraightExecution, call_resolvers_straight, plain_field
 from backend.graphql import build_schema
 
 
@@ -94,3 +95,53 @@ class BadQuery:
 def test_a_plain_field_with_arguments_is_refused_when_the_schema_is_built() -> None:
     with pytest.raises(TypeError, match=r"Bad\.greet: not plain"):
         call_resolvers_straight(strawberry.Schema(query=BadQuery))
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@strawberry.type
+class Odd:
+    """Values the short way must hand back to graphql-core: nulls, refused values."""
+
+    name: str
+    count: int
+    maybe: int | None
+    colour: Colour
+    ratio: float
+
+
+@strawberry.type
+class OddQuery:
+    @strawberry.field
+    def odds(self) -> list[Odd | None]:
+        fine = Odd(name="a", count=1, maybe=None, colour=Colour.RED, ratio=0.5)
+        null_name = Odd(name=None, count=2, maybe=3, colour=Colour.BLUE, ratio=1.0)  # type: ignore[arg-type]
+        too_big = Odd(name="c", count=2**31, maybe=2**40, colour=Colour.RED, ratio=2.0)
+        not_a_colour = Odd(name="d", count=4, maybe=5, colour="green", ratio=float("inf"))  # type: ignore[arg-type]
+        return [fine, null_name, too_big, not_a_colour]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        "{ odds { name count maybe colour ratio } }",
+        "{ odds { count } }",
+        "{ odds { maybe } }",
+        "{ odds { colour ratio } }",
+        "{ odds { name } }",
+    ],
+)
+async def test_the_short_way_gives_graphql_cores_answers_and_errors(document: str) -> None:
+    wrapped = strawberry.Schema(query=OddQuery)
+    straight = strawberry.Schema(query=OddQuery, execution_context_class=StraightExecution)
+    call_resolvers_straight(straight)
+    results = [await schema.execute(document) for schema in (wrapped, straight)]
+    assert results[0].data == results[1].data
+    assert [e.formatted for e in results[0].errors or []] == [
+        e.formatted for e in results[1].errors or []
+    ]
+    if document.startswith("{ odds { name count"):
+        assert len(results[0].errors or []) == 3  # each odd item: its first error nulls it
