@@ -2,9 +2,10 @@
 (see backend/compiled), each field as its resolver reads it (the Float fields are the
 double precision columns as they are: the compiler's Float printer prints them as orjson
 does, and a value it cannot print exactly -- NaN, an infinity, a huge value whose shortest
-digits are a rounding boundary -- fails the statement, so the resolvers answer). Fields not
-listed here run through their resolvers: Material.incomingCharacteristics, Equipment.workCenter,
-Equipment.oee and Equipment.events."""
+digits are a rounding boundary -- fails the statement, so the resolvers answer).
+Material.incomingCharacteristics is the material's own characteristics (an operation's have no
+material), by position. Fields not listed here run through their resolvers:
+Equipment.workCenter and Equipment.oee."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from backend.catalog.schema import (
     WorkCenterType,
 )
 from backend.compiled.registry import REGISTRY, Col, GlobalId, ToMany
+from backend.equipment.compiled import EVENTS
 
 REGISTRY.table(
     MaterialType,
@@ -30,6 +32,8 @@ REGISTRY.table(
         "gtin": Col(),
         "lot_controlled": Col(),
         "shelf_life_days": Col(),
+        # loaders.characteristics_of_material: by position
+        "incoming_characteristics": ToMany("material_id", order_by=("position",)),
     },
 )
 
@@ -58,6 +62,7 @@ REGISTRY.table(
         "state": Col(),
         "state_reason": Col(),
         "state_since": Col(),
+        "events": EVENTS,  # the nested connection: backend/equipment/compiled.py
     },
 )
 

@@ -11,6 +11,7 @@ from backend.compiled.registry import REGISTRY, Registry
 MAPPING_MODULES = (
     "backend.auth.compiled",
     "backend.catalog.compiled",
+    "backend.equipment.compiled",
     "backend.orders.compiled",
     "backend.lots.compiled",
     "backend.quality.compiled",

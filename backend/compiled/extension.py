@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+INT8 = (-(2**63), 2**63 - 1)
+
 PLAN_CACHE_SIZE = 256
 
 
@@ -230,6 +232,11 @@ class CompiledReads(SchemaExtension):
                 arguments = get_argument_values(nested.definition, nested.node, variable_values)
             except GraphQLError as error:  # the resolver reports it
                 raise NotCompilable("arguments", error.message) from None
+            if nested.page_largest_key is not None:
+                cursor_key = _bind_page(
+                    nested.site, arguments, nested.page_largest_key, services.settings, values
+                )
+                values[Slot(nested.site, "lowest")] = _lowest_key(cursor_key)
             for graphql_name, python_name, arg in nested.args:
                 values[Slot(nested.site, python_name)] = arg.convert(arguments.get(graphql_name))
         parameters = [values[slot] for slot in statement.slots]
@@ -250,16 +257,11 @@ def _bind(
     root = selection.root
     assert root is not None
     present: set[str] = set()
-    if root.kind == "connection":
-        try:
-            values[Slot(selection.key, "size")] = page_size(settings, arguments.get("first"))
-            after = arguments.get("after")
-            if after:
-                values[Slot(selection.key, "after")] = decode_cursor(after, root.largest_key)
-                present.add("after")
-        except GraphQLError as error:  # the resolver reports it
-            raise NotCompilable("arguments", error.message) from None
-        values[Slot(selection.key, "previous")] = after is not None
+    if (
+        root.kind == "connection"
+        and _bind_page(selection.key, arguments, root.largest_key, settings, values) is not None
+    ):
+        present.add("after")
     for name, flt in root.filters.items():
         value = flt.convert(arguments.get(name))
         if value is not None:
@@ -268,6 +270,43 @@ def _bind(
         elif root.kind == "lookup":
             raise NotCompilable("arguments", f"{root.name}({name}: null)")
     return frozenset(present)
+
+
+def _bind_page(
+    site: str,
+    arguments: dict[str, Any],
+    largest_key: int,
+    settings: Settings,
+    values: dict[Slot, Any],
+) -> int | None:
+    """A connection's `first` and `after` as `paginate` reads them, into the slots (`site`,
+    "size" / "after" / "previous"): the page size, the cursor's key (None when `after` is null
+    or empty: no condition), whether `after` was given at all (hasPreviousPage). Returns the
+    key. A value the resolver refuses (a negative `first`, an invalid cursor) steps aside,
+    so that the resolver reports it."""
+    try:
+        size = page_size(settings, arguments.get("first"))
+        after = arguments.get("after")
+        key = decode_cursor(after, largest_key) if after else None
+    except GraphQLError as error:
+        raise NotCompilable("arguments", error.message) from None
+    values[Slot(site, "size")] = size
+    values[Slot(site, "after")] = key
+    values[Slot(site, "previous")] = after is not None
+    return key
+
+
+def _lowest_key(after: int | None) -> int:
+    """A nested page's rows are `id >= lowest`, a bound an index range can use in the
+    prepared statement's generic plan (`($after IS NULL OR id > $after)` is only a filter:
+    the scan would start at the first id of the table whatever the cursor). Without a cursor
+    every int8 id, else the one after the cursor's key; the largest int8 has none after it
+    in int8, and the resolvers answer that page (empty)."""
+    if after is None:
+        return INT8[0]
+    if after >= INT8[1]:
+        raise NotCompilable("arguments", "a cursor at the largest key")
+    return after + 1
 
 
 async def _fetch(services: Services, sql: str, parameters: list[Any]) -> bytes:

@@ -12,6 +12,7 @@ Each domain declares its part once, next to its types (`backend/<domain>/compile
     "lots": ToManyThrough(DeviationLot, "deviation_id", "lot_id", order_by=("position",))
     "trace": ToManyFrom(TRACE_SQL, {"max_depth": Arg("int4", convert)}, order_by=("depth", "id"))
     "raised_by": ToOne("raised_by_id", fallback={"id": FixedId("User", 0), "username": Col(...)})
+    "events": ToManyPage("equipment_id", filters={"kinds": Filter('{t}."kind" = ANY({p})', ...)})
 
 Names are the Python attribute names of the Strawberry types. A field that is not declared is
 not compilable: a document that selects it runs through the resolvers. `bind` checks every
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import strawberry
@@ -123,9 +124,6 @@ class ToManyFrom:
     order_by: tuple[str, ...]
 
 
-FieldMap = Col | GlobalId | ToOne | ToMany | ToManyThrough | ToManyFrom
-
-
 @dataclass(frozen=True)
 class Filter:
     """A root argument as a condition: `sql` with `{t}` (the table alias) and `{p}` (the
@@ -135,6 +133,21 @@ class Filter:
     sql: str
     cast: str
     convert: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class ToManyPage:
+    """A nested connection field (`first`, `after` read as `paginate` reads them, plus
+    `filters`): per parent row, one keyset page of the target's rows whose `fk` is the
+    parent's `id`, in `id` order, with `totalCount` and `pageInfo` per parent. Its arguments
+    are statement parameters bound per request; a filter whose value converts to None applies
+    no condition (the parameter is null), so one statement serves every value."""
+
+    fk: str
+    filters: dict[str, Filter] = field(default_factory=dict)
+
+
+FieldMap = Col | GlobalId | ToOne | ToMany | ToManyThrough | ToManyFrom | ToManyPage
 
 
 @dataclass(frozen=True)
@@ -160,17 +173,19 @@ class _Root:
 
 @dataclass(frozen=True)
 class BoundField:
-    kind: str  # "scalar" | "id" | "fixed_id" | "one" | "many" | "from"
-    column: str  # a fixed id's key, as text
-    printer: str = "plain"  # "plain" | "decimal" | "datetime" | "float"
+    kind: str  # "scalar" | "id" | "fixed_id" | "one" | "many" | "from" | "page"
+    column: str  # a fixed id's key, as text; a page's foreign key
+    printer: str = "plain"  # "plain" | "decimal" | "datetime" | "float" | "int32"
     target: str = ""  # GraphQL type name of an object field
     order_by: tuple[str, ...] = ()
     type_name: str = ""  # for global ids
     link: tuple[str, str, str] | None = None  # (link table, parent fk, child fk) of a through
     target_order_by: tuple[str, ...] = ()  # a through's order by the target's columns
     source: str = ""  # a ToManyFrom's query
-    args: tuple[tuple[str, str, Arg], ...] = ()  # (GraphQL name, Python name, Arg) of a field
+    # (GraphQL name, Python name, Arg) of a ToManyFrom; a ToManyPage's filters
+    args: tuple[tuple[str, str, Arg | Filter], ...] = ()
     fallback: dict[str, BoundField] | None = None  # a ToOne's stand-in, by GraphQL name
+    largest_key: int = 0  # a page's target key: the largest a cursor may hold
 
 
 @dataclass(frozen=True)
@@ -277,7 +292,7 @@ class Registry:
                 gname = names.get_graphql_name(sfield)
                 gfield = gtype.fields[gname]
                 where = f"{definition.name}.{gname}"
-                if gfield.args and not isinstance(spec, ToManyFrom):
+                if gfield.args and not isinstance(spec, ToManyFrom | ToManyPage):
                     raise MappingError(f"{where} takes arguments")
                 named, _, is_list = _named(gfield.type)
                 if isinstance(spec, Col):
@@ -334,6 +349,8 @@ class Registry:
                         source=spec.sql,
                         args=field_args,
                     )
+                elif isinstance(spec, ToManyPage):
+                    fields[gname] = _page(where, spec, sfield, gfield, named, names)
                 else:
                     if not is_list or not isinstance(named, GraphQLObjectType):
                         raise MappingError(f"{where}: ToMany needs a list of objects")
@@ -348,9 +365,9 @@ class Registry:
         for table in bound.tables.values():
             for name, f in table.fields.items():
                 where = f"{table.type_name}.{name}"
-                if f.kind in ("one", "many", "from") and f.target not in bound.tables:
+                if f.kind in ("one", "many", "from", "page") and f.target not in bound.tables:
                     raise MappingError(f"{where}: {f.target} is not mapped")
-                if f.kind in ("one", "many") and bound.tables[f.target].derived:
+                if f.kind in ("one", "many", "page") and bound.tables[f.target].derived:
                     raise MappingError(f"{where}: {f.target} has derived columns")
                 if f.fallback is not None and set(f.fallback) != set(bound.tables[f.target].fields):
                     # Whatever the document selects of the target, the stand-in prints it too.
@@ -367,6 +384,11 @@ class Registry:
                     for column in f.target_order_by:
                         if column not in child:
                             raise MappingError(f"{where}: no column {column!r}")
+                if f.kind == "page":
+                    child = models[f.target].__table__.c
+                    if f.column not in child:
+                        raise MappingError(f"{where}: no column {f.column!r}")
+                    table.fields[name] = replace(f, largest_key=largest_key(child["id"].type))
         for root in self._roots:
             definition = root.owner.__strawberry_definition__  # type: ignore[attr-defined]
             sfield = next((f for f in definition.fields if f.python_name == root.field), None)
@@ -416,6 +438,35 @@ class Registry:
                 root.order_by,
             )
         return bound
+
+
+def _page(
+    where: str,
+    spec: ToManyPage,
+    sfield: Any,
+    gfield: Any,
+    connection: Any,
+    names: Any,
+) -> BoundField:
+    """A ToManyPage checked against its field: a Connection (pageInfo, edges of nodes,
+    totalCount) with `first` and `after`, each other argument a filter."""
+    if not isinstance(connection, GraphQLObjectType) or not {
+        "pageInfo",
+        "edges",
+        "totalCount",
+    } <= set(connection.fields):
+        raise MappingError(f"{where}: ToManyPage needs a Connection")
+    node = _named(_named(connection.fields["edges"].type)[0].fields["node"].type)[0]
+    by_python_arg = {a.python_name: a for a in sfield.arguments}
+    for python_name in spec.filters:
+        if python_name not in by_python_arg:
+            raise MappingError(f"{where} has no argument {python_name!r}")
+    filters = tuple(
+        (names.get_graphql_name(by_python_arg[p]), p, flt) for p, flt in spec.filters.items()
+    )
+    if set(gfield.args) != {"first", "after", *(f[0] for f in filters)}:
+        raise MappingError(f"{where}: arguments {sorted(gfield.args)} need first, after, filters")
+    return BoundField("page", spec.fk, target=node.name, args=filters)
 
 
 def _fallback(
@@ -479,12 +530,14 @@ def _printer(where: str, named: Any, column_type: Any) -> str:
     if named.name not in expected:
         # ID, JSON, custom scalars: no exact printer.
         raise MappingError(f"{where}: {named.name} has no exact SQL printer")
-    if (
-        not isinstance(column_type, expected[named.name])
-        or (named.name == "Int" and type(column_type).__name__ == "BigInteger")
-        or (named.name == "Float" and not _is_float8(column_type))
+    if not isinstance(column_type, expected[named.name]) or (
+        named.name == "Float" and not _is_float8(column_type)
     ):
         raise MappingError(f"{where}: a {named.name} field from a {column_type!r} column")
+    if named.name == "Int" and type(column_type).__name__ == "BigInteger":
+        # GraphQL's Int is 32-bit: the printer fails the statement beyond it (graphql-core
+        # refuses such a value, so the resolvers answer with their error).
+        return "int32"
     return {"Decimal": "decimal", "DateTime": "datetime", "Float": "float"}.get(named.name, "plain")
 
 

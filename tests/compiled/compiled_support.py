@@ -1,19 +1,22 @@
 """What the differential tests of compiled reads share: two apps (compiled reads on and off)
-over one database, a request that says which path served it, the run of a corpus, the fields
-a corpus selects, and the edge data of lots, quality and equipment."""
+over one database, a request that says which path served it, the run of a corpus, the checks
+each domain makes the same way (role checks first, a walk through every page, SQLite stepping
+aside), the fields a corpus selects, and the edge data of lots, quality and equipment."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 from graphql import FieldNode, GraphQLSchema, TypeInfo, TypeInfoVisitor, Visitor, parse, visit
 
 from backend.app import create_app
+from backend.auth import policy
 from backend.auth.models import User
 from backend.catalog.models import (
     Characteristic,
@@ -35,6 +38,7 @@ from backend.orders.models import (
     OrderStatus,
     ProductionOrder,
 )
+from backend.principal import Role
 from backend.quality.models import (
     Deviation,
     DeviationLot,
@@ -50,6 +54,7 @@ from backend.quality.models import (
 from backend.settings import Settings
 
 Case = tuple[str, str, dict[str, Any], str]  # (name, document, variables, expected path)
+MakeUser = Callable[..., Awaitable[tuple[User, str]]]  # conftest's make_user
 
 TRICKY = 'quote " backslash \\ tab \t newline \n ctrl \x01 del \x7f é ü 中文 😀 / end'
 LOTS = 520
@@ -123,19 +128,23 @@ async def differences(
 async def assert_role_checks_come_first(
     on: httpx.AsyncClient,
     off: httpx.AsyncClient,
-    queries: list[str],
-    operator: str,
-    quality: str,
+    queries: dict[str, str],
+    make_user: MakeUser,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Each query (its root fields readable by QUALITY only, as the caller has set the policy):
-    anonymous, an OPERATOR and a QUALITY user get the same answer both ways, and the compiled
-    path runs only for the allowed one."""
-    for query in queries:
+    """`queries`: a root field -> a compiled document reading it. With each root made readable
+    by QUALITY only (for this test), anonymous, an OPERATOR and a QUALITY user get the same
+    answer both ways, and the compiled path runs only for the allowed one."""
+    for root in queries:
+        monkeypatch.setitem(policy.QUERIES, root, frozenset({Role.QUALITY}))
+    _, operator = await make_user("operator", Role.OPERATOR)
+    _, quality = await make_user("quality", Role.QUALITY)
+    for query in queries.values():
         anonymous_on, path = await post(on, query, {}, None)
         anonymous_off, _ = await post(off, query, {}, None)
         assert anonymous_on == anonymous_off
         assert b"UNAUTHENTICATED" in anonymous_on
-        assert path == "none"
+        assert path == "none"  # refused before any path ran
         forbidden_on, path = await post(on, query, {}, operator)
         forbidden_off, _ = await post(off, query, {}, operator)
         assert forbidden_on == forbidden_off
@@ -145,6 +154,60 @@ async def assert_role_checks_come_first(
         allowed_off, _ = await post(off, query, {}, quality)
         assert allowed_on == allowed_off
         assert path == "compiled"
+
+
+async def assert_pages_agree(
+    on: httpx.AsyncClient,
+    off: httpx.AsyncClient,
+    query: str,
+    root: str,
+    token: str,
+    pages: int,
+) -> None:
+    """Follows `root`'s endCursor page by page from the start, both ways: every page is the
+    same bytes both ways and served compiled, the walk stops after `pages` pages, and the
+    pages hold each of the connection's `totalCount` nodes once. `query` takes `$after` and
+    selects `totalCount`, `pageInfo { hasNextPage endCursor }` and `edges { cursor }`."""
+    after: str | None = None
+    cursors: list[str] = []
+    walked = 0
+    while True:
+        body_on, path = await post(on, query, {"after": after}, token)
+        body_off, _ = await post(off, query, {"after": after}, token)
+        assert body_on == body_off, f"page {walked + 1} differs"
+        assert path == "compiled", f"page {walked + 1} served by {path}"
+        page = httpx.Response(200, content=body_on).json()["data"][root]
+        cursors += [edge["cursor"] for edge in page["edges"]]
+        walked += 1
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert walked == pages
+    assert len(cursors) == len(set(cursors)) == page["totalCount"]
+
+
+async def assert_sqlite_steps_aside(
+    on: httpx.AsyncClient, off: httpx.AsyncClient, corpus: list[Case], token: str
+) -> None:
+    """On SQLite (the caller skips elsewhere) the corpus's compiled documents are answered by
+    the resolvers, without errors and with the bytes of compiled reads off; each counts one
+    `engine` fallback, so the extension did look at them and stepped aside."""
+    compiled = [case for case in corpus if case[3] == "compiled"]
+    assert compiled
+    before = METRICS.fallbacks["engine"]
+    for name, query, variables, _ in compiled:
+        body_on, path = await post(on, query, variables, token)
+        body_off, _ = await post(off, query, variables, token)
+        assert body_on == body_off, name
+        assert path == "resolvers", name
+        assert b'"errors"' not in body_on, name
+    assert METRICS.fallbacks["engine"] == before + len(compiled)
+
+
+def skip_unless_sqlite(db: Database) -> None:
+    """The steps-aside tests: on PostgreSQL the compiled path answers (the corpus tests)."""
+    if db.dialect_name != "sqlite":
+        pytest.skip("SQLite only: on PostgreSQL the compiled path answers (the corpus tests)")
 
 
 def selected_fields(schema: GraphQLSchema, corpus: list[Case]) -> set[tuple[str, str]]:
@@ -293,6 +356,17 @@ async def seed(db: Database) -> dict[str, Any]:
             for n in range(2)
         ]
         session.add_all(components)
+        # M-3 has no lots: an order's component is how a read reaches its characteristics.
+        session.add(
+            OrderComponent(
+                order_id=orders[1].id,
+                position=1,
+                material_id=m3.id,
+                quantity_required=q("0.5"),
+                quantity_consumed=q(0),
+                operation_sequence=None,
+            )
+        )
         await session.flush()
         statuses = list(LotStatus)
         lots: list[Lot] = []
@@ -387,7 +461,24 @@ async def seed(db: Database) -> dict[str, Any]:
             lower_limit=2.0,
             upper_limit=3.0,
         )
-        session.add_all([ch1, ch2, ch3, *edge_characteristics, ch7])
+        # M-3's incoming characteristics, inserted against their positions (ids descend as
+        # the positions rise): Material.incomingCharacteristics is by position.
+        m3_characteristics = [
+            Characteristic(
+                material_id=m3.id,
+                position=position,
+                name=name,
+                kind=kind,
+                unit=unit,
+                nominal=nominal,
+            )
+            for position, name, kind, unit, nominal in (
+                (7, "Clarity 😀", CharacteristicKind.ATTRIBUTE, None, None),
+                (3, TRICKY, CharacteristicKind.NUMERIC, "", 0.5),
+                (0, "Density", CharacteristicKind.NUMERIC, "g/ml", 1e-05),
+            )
+        ]
+        session.add_all([ch1, ch2, ch3, *edge_characteristics, ch7, *m3_characteristics])
         await session.flush()
         i1 = Inspection(
             number="IN-1",

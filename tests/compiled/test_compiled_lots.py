@@ -8,7 +8,7 @@ Lot.trace, whose arguments are statement parameters."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -19,24 +19,23 @@ from compiled_support import (
     TINY,
     WHOLE,
     Case,
+    MakeUser,
+    assert_pages_agree,
     assert_role_checks_come_first,
+    assert_sqlite_steps_aside,
     differences,
     post,
     seed,
+    skip_unless_sqlite,
     two_apps,
 )
 from sqlalchemy import select
 
-from backend.auth import policy
-from backend.auth.models import User
-from backend.compiled.metrics import METRICS
 from backend.db import Database
 from backend.lots.models import GenealogyLink, Lot
 from backend.orders.models import ProductionOrder
 from backend.principal import Role
 from backend.settings import Settings
-
-MakeUser = Callable[..., Awaitable[tuple[User, str]]]
 
 ALL_LOT_FIELDS = """
   __typename id number quantity status expiresAt supplierLot createdAt
@@ -325,19 +324,7 @@ async def test_paging_through_every_lot(
         "query P($after: String) { lots(first: 200, after: $after) { totalCount "
         "pageInfo { hasNextPage endCursor } edges { cursor node { number } } } }"
     )
-    after: Any = None
-    pages = 0
-    while True:
-        body_on, path = await post(on, query, {"after": after}, token)
-        body_off, _ = await post(off, query, {"after": after}, token)
-        assert body_on == body_off
-        assert path == "compiled"
-        page = httpx.Response(200, content=body_on).json()["data"]["lots"]
-        pages += 1
-        if not page["pageInfo"]["hasNextPage"]:
-            break
-        after = page["pageInfo"]["endCursor"]
-    assert pages == 3
+    await assert_pages_agree(on, off, query, "lots", token, pages=3)
 
 
 @pytest.mark.postgres
@@ -349,32 +336,19 @@ async def test_lot_role_checks_come_first(
 ) -> None:
     on, off = clients
     await seed(db)
-    queries = ["{ lots(first: 2) { totalCount } }", "{ workCenters { code } }"]
-    monkeypatch.setitem(policy.QUERIES, "lots", frozenset({Role.QUALITY}))
-    monkeypatch.setitem(policy.QUERIES, "workCenters", frozenset({Role.QUALITY}))
-    _, operator = await make_user("operator", Role.OPERATOR)
-    _, quality = await make_user("quality", Role.QUALITY)
-    await assert_role_checks_come_first(on, off, queries, operator, quality)
+    queries = {
+        "lots": "{ lots(first: 2) { totalCount } }",
+        "workCenters": "{ workCenters { code } }",
+    }
+    await assert_role_checks_come_first(on, off, queries, make_user, monkeypatch)
 
 
 async def test_lots_sqlite_steps_aside(
     db: Database, clients: tuple[httpx.AsyncClient, httpx.AsyncClient], make_user: MakeUser
 ) -> None:
-    if db.dialect_name != "sqlite":
-        pytest.skip("SQLite only: on PostgreSQL the compiled path answers (tests above)")
+    skip_unless_sqlite(db)
     on, off = clients
     facts = await seed_all(db)
     _, token = await make_user("lite", Role.SUPERVISOR)
-    before = METRICS.fallbacks["engine"]
-    compiled = [
-        case
-        for case in corpus(facts["lot_cursor_500"], facts["lot_cursor_last"])
-        if case[3] == "compiled"
-    ]
-    for name, query, variables, _ in compiled:
-        body_on, path = await post(on, query, variables, token)
-        body_off, _ = await post(off, query, variables, token)
-        assert body_on == body_off, name
-        assert path == "resolvers"
-        assert b'"errors"' not in body_on
-    assert METRICS.fallbacks["engine"] == before + len(compiled)
+    cases = corpus(facts["lot_cursor_500"], facts["lot_cursor_last"])
+    await assert_sqlite_steps_aside(on, off, cases, token)

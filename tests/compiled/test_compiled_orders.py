@@ -11,20 +11,31 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from compiled_support import differences, post, two_apps
+from compiled_support import (
+    MICRO,
+    TINY,
+    TRICKY,
+    WHOLE,
+    Case,
+    MakeUser,
+    assert_pages_agree,
+    assert_role_checks_come_first,
+    assert_sqlite_steps_aside,
+    differences,
+    post,
+    skip_unless_sqlite,
+    two_apps,
+)
 
-from backend.auth import policy
-from backend.auth.models import User
 from backend.catalog.models import Material, MaterialKind, WorkCenter
 from backend.compiled import extension
-from backend.compiled.metrics import METRICS
 from backend.db import Database
 from backend.gql import encode_cursor
 from backend.orders.models import (
@@ -38,7 +49,6 @@ from backend.principal import Role
 from backend.settings import Settings
 
 ORDERS = 520
-TRICKY = 'quote " backslash \\ tab \t newline \n ctrl \x01 del \x7f é ü 中文 😀 / end'
 BENCH_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "test_orders_read.py"
 BENCH_QUERY = re.search(r'QUERY = """(.*?)"""', BENCH_FILE.read_text(), re.S).group(1)  # type: ignore[union-attr]
 
@@ -76,8 +86,7 @@ fragment Mat on Material { code name __typename }
 """
 
 
-def _corpus(cursor_2: str, cursor_last: str) -> list[tuple[str, str, dict[str, Any], str]]:
-    """(name, document, variables, expected path)."""
+def corpus(cursor_2: str, cursor_last: str) -> list[Case]:
     c, r = "compiled", "resolvers"
     return [
         ("benchmark query", BENCH_QUERY, {"first": 50}, c),
@@ -232,6 +241,14 @@ def _corpus(cursor_2: str, cursor_last: str) -> list[tuple[str, str, dict[str, A
             {},
             c,
         ),
+        (
+            "a product's and its components' incoming characteristics: empty lists",
+            "{ productionOrders(first: 3) { edges { node { product { code "
+            "incomingCharacteristics { name } } components { material { "
+            "incomingCharacteristics { id } } } } } } }",
+            {},
+            c,
+        ),
         # ---- the resolvers answer these
         (
             "mutation",
@@ -254,9 +271,9 @@ def _corpus(cursor_2: str, cursor_last: str) -> list[tuple[str, str, dict[str, A
             r,
         ),
         (
-            "non-compilable field (incomingCharacteristics)",
-            "{ productionOrders(first: 2) { edges { node { product { code "
-            "incomingCharacteristics { name } } } } } }",
+            "non-compilable field (a consumer's roles)",
+            "{ productionOrders(first: 2) { edges { node { components { consumptions { "
+            "consumedBy { roles } } } } } } }",
             {},
             r,
         ),
@@ -289,9 +306,6 @@ def _corpus(cursor_2: str, cursor_last: str) -> list[tuple[str, str, dict[str, A
 
 async def seed(db: Database) -> dict[str, Any]:
     """The edge data; returns what the corpus needs to know of it."""
-    micro = dt.datetime(2026, 3, 1, 8, 30, 15, 123456, tzinfo=dt.UTC)
-    whole = dt.datetime(2026, 3, 1, 8, 30, 15, tzinfo=dt.UTC)
-    tiny = dt.datetime(1999, 12, 31, 23, 59, 59, 1, tzinfo=dt.UTC)
     async with db.write() as session:
         m1 = Material(
             code="M-1",
@@ -327,11 +341,11 @@ async def seed(db: Database) -> dict[str, Any]:
                 quantity_scrap=Decimal("0"),
                 status=statuses[i % len(statuses)],
                 priority=i % 7 - 3,
-                due_at=None if i % 4 == 1 else micro + dt.timedelta(days=i),
+                due_at=None if i % 4 == 1 else MICRO + dt.timedelta(days=i),
                 work_center_id=None if i % 5 == 1 else (wc1 if i % 2 else wc2).id,
                 content_hash="x" * 64,
-                created_at=whole + dt.timedelta(seconds=i),
-                updated_at=micro + dt.timedelta(seconds=i),
+                created_at=WHOLE + dt.timedelta(seconds=i),
+                updated_at=MICRO + dt.timedelta(seconds=i),
             )
             orders.append(order)
         first, second = orders[0], orders[1]
@@ -343,7 +357,7 @@ async def seed(db: Database) -> dict[str, Any]:
         second.quantity_good = Decimal("0.000001")
         second.quantity_scrap = Decimal("123456789012.123456")
         second.priority = 2**31 - 1
-        second.due_at = tiny
+        second.due_at = TINY
         session.add_all(orders)
         await session.flush()
         for order in orders[1:]:
@@ -360,8 +374,8 @@ async def seed(db: Database) -> dict[str, Any]:
                         work_center_id=None if seq == 1 else wc1.id,
                         quantity_good=Decimal("0.000001") * seq,
                         quantity_scrap=Decimal("99999999.999999") if seq == 2 else Decimal(0),
-                        started_at=micro if seq == 0 else whole if seq == 1 else None,
-                        completed_at=tiny if seq == 2 else None,
+                        started_at=MICRO if seq == 0 else WHOLE if seq == 1 else None,
+                        completed_at=TINY if seq == 2 else None,
                     )
                 )
             for pos in range(2 if order is second else i % 3):
@@ -386,9 +400,6 @@ async def clients(
         yield pair
 
 
-MakeUser = Callable[..., Awaitable[tuple[User, str]]]
-
-
 @pytest.mark.postgres
 async def test_compiled_reads_answer_as_the_resolvers(
     db: Database, clients: tuple[httpx.AsyncClient, httpx.AsyncClient], make_user: MakeUser
@@ -396,10 +407,10 @@ async def test_compiled_reads_answer_as_the_resolvers(
     on, off = clients
     facts = await seed(db)
     _, token = await make_user("reader", Role.SUPERVISOR)
-    corpus = _corpus(facts["cursor_2"], facts["cursor_last"])
-    problems = await differences(on, off, corpus, token)
+    cases = corpus(facts["cursor_2"], facts["cursor_last"])
+    problems = await differences(on, off, cases, token)
     # Pages of 500 really ran: the big documents were not trivially small.
-    big, _ = await post(on, corpus[2][1], {}, token)
+    big, _ = await post(on, cases[2][1], {}, token)
     assert big.count(b'"cursor"') == 500
     assert not problems, "\n\n".join(problems)
 
@@ -417,19 +428,8 @@ async def test_paging_through_every_order_compiled(
         "status: [PLANNED, RELEASED, IN_PROGRESS, ON_HOLD, COMPLETED, CLOSED]) { totalCount "
         "pageInfo { hasNextPage hasPreviousPage endCursor } edges { cursor node { number } } } }"
     )
-    after: str | None = None
-    pages = 0
-    while True:
-        body_on, path = await post(on, query, {"after": after}, token)
-        body_off, _ = await post(off, query, {"after": after}, token)
-        assert body_on == body_off
-        assert path == "compiled"
-        page = httpx.Response(200, content=body_on).json()["data"]["productionOrders"]
-        pages += 1
-        if not page["pageInfo"]["hasNextPage"]:
-            break
-        after = page["pageInfo"]["endCursor"]
-    assert pages == 3  # 446 orders of those statuses, 150 a page
+    # 446 orders of those statuses, 150 a page
+    await assert_pages_agree(on, off, query, "productionOrders", token, pages=3)
 
 
 @pytest.mark.postgres
@@ -442,24 +442,11 @@ async def test_role_checks_come_first(
     """Anonymous and forbidden callers get exactly the resolver path's answer."""
     on, off = clients
     await seed(db)
-    query = "{ productionOrders(first: 2) { totalCount edges { node { number } } } }"
-    anonymous_on, path = await post(on, query, {}, None)
-    anonymous_off, _ = await post(off, query, {}, None)
-    assert anonymous_on == anonymous_off
-    assert b"UNAUTHENTICATED" in anonymous_on
-    assert path == "none"  # refused before any path ran
-    monkeypatch.setitem(policy.QUERIES, "productionOrders", frozenset({Role.ADMIN}))
-    _, token = await make_user("operator", Role.OPERATOR)
-    forbidden_on, path = await post(on, query, {}, token)
-    forbidden_off, _ = await post(off, query, {}, token)
-    assert forbidden_on == forbidden_off
-    assert b"FORBIDDEN" in forbidden_on
-    assert path == "none"
-    _, admin = await make_user("admin", Role.ADMIN)
-    allowed_on, path = await post(on, query, {}, admin)
-    allowed_off, _ = await post(off, query, {}, admin)
-    assert allowed_on == allowed_off
-    assert path == "compiled"
+    queries = {
+        "productionOrders": "{ productionOrders(first: 2) { totalCount edges { node { id } } } }",
+        "productionOrder": '{ productionOrder(number: "PO-0002") { operations { name } } }',
+    }
+    await assert_role_checks_come_first(on, off, queries, make_user, monkeypatch)
 
 
 @pytest.mark.postgres
@@ -482,23 +469,11 @@ async def test_sqlite_steps_aside(
     db: Database, clients: tuple[httpx.AsyncClient, httpx.AsyncClient], make_user: MakeUser
 ) -> None:
     """On SQLite the resolvers answer, the same as with compiled reads off."""
-    if db.dialect_name != "sqlite":
-        pytest.skip("SQLite only: on PostgreSQL the compiled path answers (tests above)")
+    skip_unless_sqlite(db)
     on, off = clients
-    await seed(db)
+    facts = await seed(db)
     _, token = await make_user("lite", Role.SUPERVISOR)
-    before = METRICS.fallbacks["engine"]
-    for query, variables in [
-        (BENCH_QUERY, {"first": 50}),
-        (f'{{ productionOrder(number: "PO-0002") {{ {ALL_ORDER_FIELDS} }} }}', {}),
-        ("{ productionOrders(first: 0) { totalCount pageInfo { hasNextPage } } }", {}),
-    ]:
-        body_on, path = await post(on, query, variables, token)
-        body_off, _ = await post(off, query, variables, token)
-        assert body_on == body_off
-        assert path == "resolvers"
-        assert b'"errors"' not in body_on
-    assert METRICS.fallbacks["engine"] == before + 3
+    await assert_sqlite_steps_aside(on, off, corpus(facts["cursor_2"], facts["cursor_last"]), token)
 
 
 @pytest.mark.postgres
