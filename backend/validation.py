@@ -1,7 +1,9 @@
-"""Input rules shared by every domain: codes are trimmed, texts bounded, quantities positive."""
+"""Input rules shared by every domain: codes are trimmed, texts bounded, quantities positive,
+floats finite."""
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 from backend.db import to_quantity
@@ -71,3 +73,17 @@ def non_negative_quantity(problems: Problems, field: str, value: Decimal) -> Dec
     elif exact >= Decimal(10) ** 12:
         problems.invalid(field, "is too large")
     return exact
+
+
+def finite(problems: Problems, field: str, value: float | None) -> bool:
+    """Whether `value` is absent or a finite number; else a problem on `field`.
+
+    A GraphQL literal such as `1e999` reaches a service as infinity (graphql-core checks
+    variables, not literals), and NaN can come from any Python caller. Neither can be read
+    back through GraphQL nor compared against sensibly, so no Float input is stored unless it
+    passes here.
+    """
+    if value is None or math.isfinite(value):
+        return True
+    problems.invalid(field, "must be a finite number")
+    return False

@@ -12,6 +12,7 @@ import datetime as dt
 import enum
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -43,6 +44,10 @@ def jsonable(value: Any) -> Any:
         return str(value)
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON has no Infinity or NaN (PostgreSQL's json refuses them): a refused request
+        # that carried one is still kept, with the number as text ("inf", "nan").
+        return repr(value)
     return value
 
 

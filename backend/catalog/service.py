@@ -24,6 +24,7 @@ from backend.errors import DomainError, ErrorCode, Problems
 from backend.uow import UnitOfWork
 
 MAX_BATCH = 500
+MAX_CYCLE_SECONDS = 1e6
 
 
 @dataclass
@@ -107,7 +108,7 @@ def normalise_gtin(problems: Problems, path: str, value: str | None) -> str | No
 def check_characteristics(
     problems: Problems, path: str, specs: Sequence[CharacteristicSpec]
 ) -> list[CharacteristicSpec]:
-    """Trimmed names, unique per owner; NUMERIC limits in order and finite."""
+    """Trimmed names, unique per owner; limits finite (of any kind), NUMERIC ones in order."""
     seen = _Seen()
     cleaned = []
     for i, spec in enumerate(specs):
@@ -115,11 +116,19 @@ def check_characteristics(
         name = validation.name(problems, f"{at}.name", spec.name, max_length=100)
         seen.once(problems, f"{at}.name", name.casefold(), "characteristic")
         unit = validation.text(problems, f"{at}.unit", spec.unit, max_length=20)
+        limits_finite = all(
+            [  # a list, not a generator: each bad limit is reported
+                validation.finite(problems, f"{at}.nominal", spec.nominal),
+                validation.finite(problems, f"{at}.lowerLimit", spec.lower_limit),
+                validation.finite(problems, f"{at}.upperLimit", spec.upper_limit),
+            ]
+        )
         if spec.kind is CharacteristicKind.NUMERIC:
             if spec.lower_limit is None and spec.upper_limit is None:
                 problems.invalid(at, "a NUMERIC characteristic needs a lower or an upper limit")
             if (
-                spec.lower_limit is not None
+                limits_finite
+                and spec.lower_limit is not None
                 and spec.upper_limit is not None
                 and spec.lower_limit > spec.upper_limit
             ):
@@ -317,8 +326,16 @@ async def upsert_work_centers(uow: UnitOfWork, specs: Sequence[WorkCenterSpec]) 
                 eq_code = validation.code(problems, f"{eat}.code", eq.code)
                 seen_eq.once(problems, f"{eat}.code", eq_code, "equipment code")
                 eq_name = validation.name(problems, f"{eat}.name", eq.name)
-                if eq.ideal_cycle_seconds is not None and not 0 < eq.ideal_cycle_seconds < 1e6:
-                    problems.invalid(f"{eat}.idealCycleSeconds", "must be greater than 0")
+                cycle = eq.ideal_cycle_seconds
+                cycle_field = f"{eat}.idealCycleSeconds"
+                if validation.finite(problems, cycle_field, cycle) and cycle is not None:
+                    if cycle <= 0:
+                        problems.invalid(f"{eat}.idealCycleSeconds", "must be greater than 0")
+                    elif cycle >= MAX_CYCLE_SECONDS:
+                        problems.invalid(
+                            f"{eat}.idealCycleSeconds",
+                            f"must be less than {MAX_CYCLE_SECONDS:.0f} seconds",
+                        )
                 equipment.append(EquipmentSpec(eq_code, eq_name, eq.ideal_cycle_seconds))
         cleaned.append((WorkCenterSpec(code, name), equipment))
     problems.raise_if_any()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -89,8 +88,11 @@ def _check(
     if kind is EquipmentEventKind.VALUE:
         if not (spec.name and spec.name.strip()):
             problems.invalid(f"{at}.name", "a VALUE event needs the value's name")
-        if spec.value is None or not math.isfinite(spec.value):
-            problems.invalid(f"{at}.value", "a VALUE event needs a finite value")
+        if spec.value is None:
+            problems.invalid(f"{at}.value", "a VALUE event needs a value")
+    # Checked for every kind, although only a VALUE event's value is kept: a non-finite
+    # number is a broken sender, and saying so beats dropping it quietly.
+    validation.finite(problems, f"{at}.value", spec.value)
     if kind is EquipmentEventKind.ALARM:
         if not (spec.alarm_code and spec.alarm_code.strip()):
             problems.invalid(f"{at}.alarmCode", "an ALARM event needs an alarm code")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db import Base, UTCDateTime, enum_type, utcnow
@@ -45,6 +45,11 @@ class Inspection(Base):
     """An inspection of a lot (incoming) or of an order operation."""
 
     __tablename__ = "inspections"
+    # Exactly one subject: its characteristics come from the lot's material or from the
+    # operation, and with neither (or both) there is no telling which to inspect against.
+    __table_args__ = (
+        CheckConstraint("(lot_id IS NULL) <> (operation_id IS NULL)", name="one_subject"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[str] = mapped_column(String(32), unique=True)

@@ -221,15 +221,17 @@ class ResultSpec:
 
 
 def judge(characteristic: Characteristic, spec: ResultSpec, problems: Problems, at: str) -> bool:
-    """NUMERIC: within its limits, limits included. ATTRIBUTE: as recorded."""
+    """NUMERIC: within its limits, limits included. ATTRIBUTE: as recorded.
+
+    A value is stored for either kind (an ATTRIBUTE result may carry a reading too), so it
+    must be finite for either: infinity or NaN could not be read back.
+    """
+    if not validation.finite(problems, f"{at}.value", spec.value):
+        return False
     if characteristic.kind is CharacteristicKind.NUMERIC:
-        if (
-            spec.value is None
-            or spec.value != spec.value
-            or spec.value in (float("inf"), float("-inf"))
-        ):
+        if spec.value is None:
             problems.invalid(
-                f"{at}.value", f"{characteristic.name} is NUMERIC: give a finite value"
+                f"{at}.value", f"{characteristic.name} is NUMERIC: give its measured value"
             )
             return False
         low, high = characteristic.lower_limit, characteristic.upper_limit
