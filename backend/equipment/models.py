@@ -35,6 +35,8 @@ class EquipmentEvent(Base):
     __table_args__ = (
         UniqueConstraint("equipment_id", "event_id"),
         Index("ix_equipment_events_timeline", "equipment_id", "kind", "occurred_at"),
+        # A machine's page of events in id order (Equipment.events): see migration 0008.
+        Index("ix_equipment_events_by_machine", "equipment_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True)
