@@ -472,22 +472,27 @@ class StatementBuilder:
             columns.append(f"{expr} AS {_key(key)}")
         return f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
 
-    def _edges(self, type_name: str, table: BoundTable, nodes: list[FieldNode], rows: str) -> str:
-        t = self._alias("t")
-        scope = _Scope(t, table, f'SELECT "id" FROM {rows}')
+    def _edge(self, type_name: str, scope: _Scope, nodes: list[FieldNode]) -> str:
+        """One edge of a connection, as a record of the row in `scope`: its `__typename`,
+        `cursor` (of the row's id) and `node`."""
         columns: list[str] = []
         for key, sub in self.compiler.collect(type_name, _sets(nodes)).items():
             name = sub[0].name.value
             if name == "__typename":
                 expr = _literal(type_name)
             elif name == "cursor":
-                expr = _base64_id("cursor", f'{t}."id"')
+                expr = _base64_id("cursor", f'{scope.alias}."id"')
             elif name == "node":
-                expr = self._record(scope, self.compiler.collect(table.type_name, _sets(sub)))
+                expr = self._record(scope, self.compiler.collect(scope.table.type_name, _sets(sub)))
             else:
                 raise NotCompilable("unmapped_field", f"{type_name}.{name}")
             columns.append(f"{expr} AS {_key(key)}")
-        edge = f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
+        return f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
+
+    def _edges(self, type_name: str, table: BoundTable, nodes: list[FieldNode], rows: str) -> str:
+        t = self._alias("t")
+        scope = _Scope(t, table, f'SELECT "id" FROM {rows}')
+        edge = self._edge(type_name, scope, nodes)
         return (
             f"(SELECT coalesce(array_to_json(array_agg({edge} ORDER BY {t}.\"id\")), '[]'::json) "
             f"FROM {rows} {t} {' '.join(scope.joins)})"
@@ -754,19 +759,7 @@ class StatementBuilder:
         aggregated per parent in `id` order."""
         c, m = self._alias("c"), self._alias("m")
         child = _Scope(c, target, f'SELECT "id" FROM {w} WHERE "n$" <= {size}')
-        columns: list[str] = []
-        for key, sub in self.compiler.collect(type_name, _sets(nodes)).items():
-            name = sub[0].name.value
-            if name == "__typename":
-                expr = _literal(type_name)
-            elif name == "cursor":
-                expr = _base64_id("cursor", f'{c}."id"')
-            elif name == "node":
-                expr = self._record(child, self.compiler.collect(target.type_name, _sets(sub)))
-            else:
-                raise NotCompilable("unmapped_field", f"{type_name}.{name}")
-            columns.append(f"{expr} AS {_key(key)}")
-        edge = f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
+        edge = self._edge(type_name, child, nodes)
         self.ctes.append(
             f'{m} AS MATERIALIZED (SELECT {c}."k$" AS k, '
             f'array_to_json(array_agg({edge} ORDER BY {c}."id")) AS j '
