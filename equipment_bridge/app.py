@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -112,6 +114,30 @@ async def supervise(name: str, start: Callable[[], Awaitable[None]], backoff: Ba
 
 
 SHUTDOWN_S = 5.0
+DRAIN_S = 3.0  # at a planned stop, how long the forwarder may go on sending
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancels the tasks and waits for them, at most SHUTDOWN_S. Whatever a task was writing
+    to the outbox is one transaction: a task that does not end in time (a library that
+    ignores cancellation) loses nothing by it."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_S)
+    for task in stuck:
+        log.warning("%s did not stop in %.0f s; left behind", task.get_name(), SHUTDOWN_S)
+
+
+async def _drained(outbox: Outbox, seconds: float) -> bool:
+    """Whether the outbox empties within `seconds` (the forwarder still running)."""
+    deadline = time.monotonic() + seconds
+    while await asyncio.to_thread(outbox.pending_count):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 class Bridge:
@@ -165,13 +191,12 @@ class Bridge:
             else:
                 await stop.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            # Whatever a task was writing to the outbox is one transaction: a task that does
-            # not end in time (a library that ignores cancellation) loses nothing by it.
-            _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_S)
-            for task in stuck:
-                log.warning("%s did not stop in %.0f s; left behind", task.get_name(), SHUTDOWN_S)
+            # The machines first: nothing new enters the outbox. Then the forwarder has a
+            # moment to send what they wrote last, so that a planned stop with the MES up
+            # leaves nothing waiting; whatever is left stays in the outbox for the next start.
+            await _stop_tasks(tasks[1:])
+            await _drained(outbox, DRAIN_S)
+            await _stop_tasks(tasks[:1])
             await forwarder.aclose()
             await asyncio.to_thread(outbox.close)
             log.info("bridge %s stopped", cfg.id)

@@ -464,3 +464,76 @@ async def test_the_whole_bridge_delivers_a_machines_counts_exactly(
         assert outbox.pending_count() == 0
     finally:
         outbox.close()
+
+
+def _bridge_config(tmp_path: Path, mes_url: str) -> Any:
+    """One machine nobody answers for (a closed port), the outbox in tmp_path."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    return parse_config(
+        {
+            "bridge": {
+                "id": "stop",
+                "outbox": {"path": str(tmp_path / "outbox.sqlite")},
+                "mes": {
+                    "url": mes_url,
+                    "token_env": "MES_BRIDGE_TOKEN",
+                    "batch_linger_ms": 20,
+                    "backoff": {"base_s": 0.01, "cap_s": 0.05},
+                },
+            },
+            "equipment": [
+                {
+                    "code": "PRESS-01",
+                    "protocol": "modbus_tcp",
+                    "host": "127.0.0.1",
+                    "port": closed,
+                    "poll_ms": 30,
+                    "timeout_s": 0.3,
+                    "retries": 0,
+                    "signals": {"t": {"kind": "VALUE", "address": 0}},
+                }
+            ],
+        },
+        {},
+    )
+
+
+async def test_a_planned_stop_sends_what_waits_when_the_mes_answers(
+    mes: FakeMes, url: str, tmp_path: Path
+) -> None:
+    """Events written just before the stop are sent before the bridge ends."""
+    config = _bridge_config(tmp_path, url)
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    outbox.append(events(0, 30))
+    outbox.close()
+    stop = asyncio.Event()
+    stop.set()  # stop at once: only the drain can send them
+    await asyncio.wait_for(Bridge(config, TOKEN).run(stop), 10)
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    try:
+        assert outbox.pending_count() == 0
+    finally:
+        outbox.close()
+    assert sorted(mes.stored) == [f"ev-{n:05d}" for n in range(30)]
+
+
+async def test_a_planned_stop_keeps_what_waits_when_the_mes_is_down(tmp_path: Path) -> None:
+    """With the MES unreachable the stop waits a bounded time, and nothing is lost."""
+    from equipment_bridge.app import DRAIN_S
+
+    config = _bridge_config(tmp_path, "http://127.0.0.1:9/graphql")
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    outbox.append(events(0, 30))
+    outbox.close()
+    stop = asyncio.Event()
+    stop.set()
+    started = time.monotonic()
+    await asyncio.wait_for(Bridge(config, TOKEN).run(stop), DRAIN_S + 8)
+    assert time.monotonic() - started >= DRAIN_S  # it did try
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    try:
+        assert outbox.pending_count() == 30
+    finally:
+        outbox.close()
