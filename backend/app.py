@@ -119,6 +119,7 @@ class MesGraphQL(GraphQL[Context, None]):
         params = context.connection_params or {}
         token = _bearer(params.get("authorization") or params.get("Authorization"))
         context.principal = await self._principal(context.services, token)
+        context.token = token
         if context.principal is None:
             raise ConnectionRejectionError({"reason": "sign in: a valid token is required"})
         return None

@@ -78,6 +78,8 @@ class Context:
     request: Request | WebSocket | None = None
     response: Response | WebSocket | None = None
     connection_params: dict[str, Any] | None = None
+    # A WebSocket's token (from connection_init), checked again at each subscription event.
+    token: str | None = None
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:
@@ -99,6 +101,29 @@ class Context:
 
 
 Info: TypeAlias = strawberry.Info[Context, None]
+
+
+async def still_signed_in(info: Info) -> None:
+    """Before a subscription sends an event: is the socket's token still good?
+
+    A WebSocket signs in once, at connection_init, and a subscription may run for days. A
+    token revoked (or a user deactivated) since then ends the subscription at its next event,
+    with UNAUTHENTICATED, once the process's token cache has let it go
+    (MES_AUTH_CACHE_SECONDS). Changed roles take effect the same way. Costs nothing most of
+    the time: the token is in the cache.
+    """
+    context = info.context
+    if context.token is None:
+        return
+    services = context.services
+    token = context.token
+    principal = await services.principals.authenticate(services.db, services.settings, token)
+    if principal is None:
+        raise public_error(
+            "your sign-in has ended (the token was revoked or has expired): sign in again",
+            "UNAUTHENTICATED",
+        )
+    context.principal = principal
 
 
 # ---------------------------------------------------------------- errors

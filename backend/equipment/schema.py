@@ -28,6 +28,7 @@ from backend.gql import (
     public_error,
     register_node,
     run_mutation,
+    still_signed_in,
     to_global_id,
 )
 from backend.uow import UnitOfWork
@@ -346,6 +347,7 @@ class EquipmentSubscription:
                 async with info.context.db.read() as session:
                     found = await service.events_by_ids(session, [i for m in ids for i in m])
                 rows = {row.id: row for row in found}
+                await still_signed_in(info)  # once per batch: events come by the thousand
                 info.context.renew_loaders()
                 for message_ids in ids:
                     for event_id in sorted(message_ids):
@@ -371,5 +373,6 @@ class EquipmentSubscription:
                 async with info.context.db.read() as session:
                     row = await session.get(Equipment, event["id"])
                 if row is not None:
+                    await still_signed_in(info)
                     info.context.renew_loaders()
                     yield EquipmentType.from_row(row)

@@ -23,6 +23,7 @@ from backend.gql import (
     public_error,
     register_node,
     run_replayable,
+    still_signed_in,
     to_global_id,
 )
 from backend.lots import service
@@ -403,5 +404,6 @@ class LotsSubscription:
                 async with info.context.db.read() as session:
                     row = await session.get(Lot, event["id"])
                 if row is not None:
+                    await still_signed_in(info)
                     info.context.renew_loaders()
                     yield LotType.from_row(row)

@@ -30,6 +30,7 @@ from backend.gql import (
     register_node,
     run_mutation,
     run_replayable,
+    still_signed_in,
     to_global_id,
 )
 from backend.orders import service
@@ -644,5 +645,6 @@ class OrdersSubscription:
                 async with info.context.db.read() as session:
                     row = await session.get(ProductionOrder, event["id"])
                 if row is not None:
+                    await still_signed_in(info)
                     info.context.renew_loaders()
                     yield ProductionOrderType.from_row(row)

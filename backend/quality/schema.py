@@ -20,6 +20,7 @@ from backend.gql import (
     register_node,
     request_of,
     run_replayable,
+    still_signed_in,
     to_global_id,
 )
 from backend.orders.schema import OrderOperationType, ProductionOrderType, order_by_pk
@@ -528,5 +529,6 @@ class QualitySubscription:
                     row = await session.get(Deviation, event["id"])
                 if row is None or (wanted is not None and row.status.value not in wanted):
                     continue
+                await still_signed_in(info)
                 info.context.renew_loaders()
                 yield DeviationType.from_row(row)

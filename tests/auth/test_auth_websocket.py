@@ -245,3 +245,64 @@ async def test_sockets_are_independent(app: Any, make_user: MakeUser) -> None:
             assert await close_code_after_init(ws_client, {"authorization": "Bearer nope"}) == 4403
             await good.send_json({"type": "ping"})
             assert await asyncio.wait_for(good.receive_json(), WAIT) == {"type": "pong"}
+
+
+async def test_a_revoked_token_ends_its_subscription_at_the_next_event(
+    app: Any, as_role: AsRole, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A socket signs in once; its token is checked again before each event it is sent."""
+    from backend.auth import service as auth_service
+    from backend.principal import SYSTEM
+    from backend.uow import transaction
+
+    services = app.state.services
+    cache_seconds = 0.2
+    monkeypatch.setattr(
+        services,
+        "settings",
+        services.settings.model_copy(update={"auth_cache_seconds": cache_seconds}),
+    )
+    async with socket_client(app) as ws_client:
+        admin = await as_role(Role.ADMIN)
+        created = await admin.data(
+            'mutation { createApiToken(input: {name: "board", roles: [INTEGRATOR]}) { token } }'
+        )
+        erp = await as_role(Role.ERP)
+        assert (await erp.data(UPSERT_MATERIALS))["upsertMaterials"]["errors"] == []
+
+        async with connect(ws_client) as ws:
+            await signed_in(ws, created["createApiToken"]["token"])
+            await ws.send_json(
+                {
+                    "id": "orders",
+                    "type": "subscribe",
+                    "payload": {"query": ORDER_CHANGED, "variables": {"number": "PO-1"}},
+                }
+            )
+            first: dict[str, Any] | None = None
+            for attempt in range(1, 21):
+                await erp.data(UPSERT_ORDER, {"quantity": str(100 + attempt)})
+                try:
+                    first = await next_message(ws, wait=0.25)
+                    break
+                except TimeoutError:
+                    continue
+            assert first is not None
+            assert first["type"] == "next", first
+
+            async with transaction(db, SYSTEM) as uow:
+                await auth_service.revoke_api_token(uow, "board")
+            await asyncio.sleep(cache_seconds + 0.05)
+            assert (await erp.data(RELEASE))["releaseProductionOrder"]["errors"] == []
+
+            # Events of the earlier upserts may still come first, then the refusal.
+            while True:
+                message = await next_message(ws)
+                if message["type"] != "next" or "errors" in message["payload"]:
+                    break
+            payload = message.get("payload")
+            errors = payload if isinstance(payload, list) else payload["errors"]
+            assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED", message
+            assert "sign in again" in errors[0]["message"]
+            # ... and the subscription is over.
+            assert await next_message(ws) == {"id": "orders", "type": "complete"}
