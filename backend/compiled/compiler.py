@@ -20,6 +20,7 @@ statement whatever its arguments. Anything the compiler does not know exactly ra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -426,24 +427,19 @@ class StatementBuilder:
         self.ctes.append(
             f'{rows} AS MATERIALIZED (SELECT * FROM {page} ORDER BY "id" LIMIT {size})'
         )
-        columns: list[str] = []
-        fields = self.compiler.collect(connection_type.name, _sets(selection.nodes))
-        for key, nodes in fields.items():
-            name = nodes[0].name.value
-            if name == "__typename":
-                expr = _literal(connection_type.name)
-            elif name == "totalCount":
+
+        def part(name: str, nodes: list[FieldNode]) -> str | None:
+            if name == "totalCount":
                 c = self._alias("x")
                 conditions = self._conditions(selection, c, present - {"after"})
-                expr = f'(SELECT count(*) FROM "{root.table}" {c}{_where(conditions)})'
-            elif name == "pageInfo":
-                expr = self._page_info(selection, page_type.name, nodes, page, rows, size)
-            elif name == "edges":
-                expr = self._edges(edge_type.name, table, nodes, rows)
-            else:
-                raise NotCompilable("unmapped_field", f"{connection_type.name}.{name}")
-            columns.append(f"{expr} AS {_key(key)}")
-        return f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
+                return f'(SELECT count(*) FROM "{root.table}" {c}{_where(conditions)})'
+            if name == "pageInfo":
+                return self._page_info(selection, page_type.name, nodes, page, rows, size)
+            if name == "edges":
+                return self._edges(edge_type.name, table, nodes, rows)
+            return None
+
+        return self._object(connection_type.name, selection.nodes, part)
 
     def _page_info(
         self,
@@ -454,40 +450,32 @@ class StatementBuilder:
         rows: str,
         size: str,
     ) -> str:
-        columns: list[str] = []
-        for key, sub in self.compiler.collect(type_name, _sets(nodes)).items():
-            name = sub[0].name.value
-            if name == "__typename":
-                expr = _literal(type_name)
-            elif name == "hasNextPage":
-                expr = f"((SELECT count(*) FROM {page}) > {size})"
-            elif name == "hasPreviousPage":
-                expr = self._param(Slot(selection.key, "previous"), "boolean")
-            elif name in ("startCursor", "endCursor"):
+
+        def part(name: str, _nodes: list[FieldNode]) -> str | None:
+            if name == "hasNextPage":
+                return f"((SELECT count(*) FROM {page}) > {size})"
+            if name == "hasPreviousPage":
+                return self._param(Slot(selection.key, "previous"), "boolean")
+            if name in ("startCursor", "endCursor"):
                 order = "" if name == "startCursor" else " DESC"
                 cursor = _base64_id("cursor", 'c."id"')
-                expr = f'(SELECT {cursor} FROM {rows} c ORDER BY c."id"{order} LIMIT 1)'
-            else:
-                raise NotCompilable("unmapped_field", f"{type_name}.{name}")
-            columns.append(f"{expr} AS {_key(key)}")
-        return f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
+                return f'(SELECT {cursor} FROM {rows} c ORDER BY c."id"{order} LIMIT 1)'
+            return None
+
+        return self._object(type_name, nodes, part)
 
     def _edge(self, type_name: str, scope: _Scope, nodes: list[FieldNode]) -> str:
         """One edge of a connection, as a record of the row in `scope`: its `__typename`,
         `cursor` (of the row's id) and `node`."""
-        columns: list[str] = []
-        for key, sub in self.compiler.collect(type_name, _sets(nodes)).items():
-            name = sub[0].name.value
-            if name == "__typename":
-                expr = _literal(type_name)
-            elif name == "cursor":
-                expr = _base64_id("cursor", f'{scope.alias}."id"')
-            elif name == "node":
-                expr = self._record(scope, self.compiler.collect(scope.table.type_name, _sets(sub)))
-            else:
-                raise NotCompilable("unmapped_field", f"{type_name}.{name}")
-            columns.append(f"{expr} AS {_key(key)}")
-        return f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
+
+        def part(name: str, sub: list[FieldNode]) -> str | None:
+            if name == "cursor":
+                return _base64_id("cursor", f'{scope.alias}."id"')
+            if name == "node":
+                return self._record(scope, self.compiler.collect(scope.table.type_name, _sets(sub)))
+            return None
+
+        return self._object(type_name, nodes, part)
 
     def _edges(self, type_name: str, table: BoundTable, nodes: list[FieldNode], rows: str) -> str:
         t = self._alias("t")
@@ -500,21 +488,43 @@ class StatementBuilder:
 
     # ------------------------------------------------------------------ objects
 
-    def _record(self, scope: _Scope, fields: dict[str, list[FieldNode]]) -> str:
+    def _object(
+        self,
+        type_name: str,
+        selected: list[FieldNode] | tuple[FieldNode, ...] | dict[str, list[FieldNode]],
+        field_sql: Callable[[str, list[FieldNode]], str | None],
+    ) -> str:
+        """An object of `type_name` as a record, one column per response key: `__typename`
+        a literal, any other field the SQL `field_sql(name, its nodes)` gives for it (None:
+        the field is not compilable). `selected`: the fields collected already, or the nodes
+        whose selection sets select them."""
+        fields = (
+            selected
+            if isinstance(selected, dict)
+            else self.compiler.collect(type_name, _sets(selected))
+        )
         columns: list[str] = []
         for key, nodes in fields.items():
             name = nodes[0].name.value
-            if name == "__typename":
-                expr = _literal(scope.table.type_name)
-            else:
-                mapped = scope.table.fields.get(name)
-                if mapped is None:
-                    raise NotCompilable("unmapped_field", f"{scope.table.type_name}.{name}")
-                if mapped.kind not in ("from", "page") and any(n.arguments for n in nodes):
-                    raise NotCompilable("arguments", f"{scope.table.type_name}.{name}")
-                expr = self._field(scope, mapped, nodes)
+            expr = _literal(type_name) if name == "__typename" else field_sql(name, nodes)
+            if expr is None:
+                raise NotCompilable("unmapped_field", f"{type_name}.{name}")
             columns.append(f"{expr} AS {_key(key)}")
         return f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
+
+    def _record(self, scope: _Scope, fields: dict[str, list[FieldNode]]) -> str:
+        """A row of `scope` as the object its table is mapped to."""
+        table = scope.table
+
+        def mapped_field(name: str, nodes: list[FieldNode]) -> str | None:
+            mapped = table.fields.get(name)
+            if mapped is None:
+                return None
+            if mapped.kind not in ("from", "page") and any(n.arguments for n in nodes):
+                raise NotCompilable("arguments", f"{table.type_name}.{name}")
+            return self._field(scope, mapped, nodes)
+
+        return self._object(table.type_name, fields, mapped_field)
 
     def _field(self, scope: _Scope, mapped: BoundField, nodes: list[FieldNode]) -> str:
         column = f'{scope.alias}."{mapped.column}"'
@@ -691,13 +701,10 @@ class StatementBuilder:
             f'FROM "{target.table}" {x}{_where(conditions)} ORDER BY {x}."id" '
             f"LIMIT {size} + 1) r)"
         )
-        page_info: str | None = None  # the pageInfo CTE, made for the first pageInfo selected
-        columns: list[str] = []
-        for key, sub in self.compiler.collect(connection.name, _sets(nodes)).items():
-            part = sub[0].name.value
-            if part == "__typename":
-                expr = _literal(connection.name)
-            elif part == "totalCount":
+        page_info: list[str] = []  # the pageInfo CTE, made for the first pageInfo selected
+
+        def part(name: str, sub: list[FieldNode]) -> str | None:
+            if name == "totalCount":
                 n, c = self._alias("n"), self._alias("x")
                 counted = [f'{c}."{fk}" IN (SELECT "id" FROM {parents})', *filtered(c)]
                 self.ctes.append(
@@ -705,46 +712,40 @@ class StatementBuilder:
                     f'FROM "{target.table}" {c}{_where(counted)} GROUP BY {c}."{fk}")'
                 )
                 scope.joins.append(f'LEFT JOIN {n} ON {n}.k = {scope.alias}."id"')
-                expr = f"coalesce({n}.n, 0)"
-            elif part == "pageInfo":
-                if page_info is None:
-                    page_info = self._alias("g")
+                return f"coalesce({n}.n, 0)"
+            if name == "pageInfo":
+                if not page_info:
+                    g = self._alias("g")
+                    page_info.append(g)
                     kept = f'FILTER (WHERE "n$" <= {size})'
                     self.ctes.append(
-                        f'{page_info} AS MATERIALIZED (SELECT "k$" AS k, max("n$") > {size} '
+                        f'{g} AS MATERIALIZED (SELECT "k$" AS k, max("n$") > {size} '
                         f'AS more, min("id") {kept} AS first, max("id") {kept} AS last '
                         f'FROM {w} GROUP BY "k$")'
                     )
-                    scope.joins.append(
-                        f'LEFT JOIN {page_info} ON {page_info}.k = {scope.alias}."id"'
-                    )
-                expr = self._nested_page_info(page_type.name, sub, page_info, site)
-            elif part == "edges":
-                expr = self._nested_edges(scope, edge_type.name, target, sub, w, size)
-            else:
-                raise NotCompilable("unmapped_field", f"{connection.name}.{part}")
-            columns.append(f"{expr} AS {_key(key)}")
-        return f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
+                    scope.joins.append(f'LEFT JOIN {g} ON {g}.k = {scope.alias}."id"')
+                return self._nested_page_info(page_type.name, sub, page_info[0], site)
+            if name == "edges":
+                return self._nested_edges(scope, edge_type.name, target, sub, w, size)
+            return None
+
+        return self._object(connection.name, nodes, part)
 
     def _nested_page_info(self, type_name: str, nodes: list[FieldNode], g: str, site: str) -> str:
         """A nested connection's pageInfo from its per-parent CTE `g`, as `paginate` sets it."""
-        columns: list[str] = []
-        for key, sub in self.compiler.collect(type_name, _sets(nodes)).items():
-            name = sub[0].name.value
-            if name == "__typename":
-                expr = _literal(type_name)
-            elif name == "hasNextPage":
-                expr = f"coalesce({g}.more, false)"
-            elif name == "hasPreviousPage":
-                expr = self._param(Slot(site, "previous"), "boolean")
-            elif name == "startCursor":
-                expr = _base64_id("cursor", f"{g}.first")  # null without edges
-            elif name == "endCursor":
-                expr = _base64_id("cursor", f"{g}.last")
-            else:
-                raise NotCompilable("unmapped_field", f"{type_name}.{name}")
-            columns.append(f"{expr} AS {_key(key)}")
-        return f"(SELECT j$ FROM (SELECT {', '.join(columns)}) j$)"
+
+        def part(name: str, _nodes: list[FieldNode]) -> str | None:
+            if name == "hasNextPage":
+                return f"coalesce({g}.more, false)"
+            if name == "hasPreviousPage":
+                return self._param(Slot(site, "previous"), "boolean")
+            if name == "startCursor":
+                return _base64_id("cursor", f"{g}.first")  # null without edges
+            if name == "endCursor":
+                return _base64_id("cursor", f"{g}.last")
+            return None
+
+        return self._object(type_name, nodes, part)
 
     def _nested_edges(
         self,
